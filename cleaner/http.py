@@ -1,0 +1,158 @@
+"""One pooled HTTP session for every registry call: timeouts, retries with backoff that honour
+``Retry-After``, and a concurrency limit that backs off when the registry says 429."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from cleaner import __version__
+from cleaner.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"cleaner/{__version__} (+container registry pruner)"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 60.0
+
+
+class AdaptiveLimit:
+    """A concurrency limit that halves on 429 and creeps back up on success (AIMD), so a run
+    settles just under the registry's quota instead of hammering it."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self._cond = threading.Condition()
+        self._last_cut = 0.0
+
+    def __enter__(self):
+        with self._cond:
+            while self.in_flight >= max(1, int(self.limit)):
+                self._cond.wait()
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify()
+
+    def throttled(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if now - self._last_cut > 0.2:  # one cut per burst of 429s, not one per request
+                self.limit = max(1.0, self.limit / 2)
+                self._last_cut = now
+
+    def succeeded(self) -> None:
+        with self._cond:
+            if self.limit < self.ceiling:
+                self.limit = min(self.ceiling, self.limit + 1 / self.limit)
+                self._cond.notify()
+
+
+class Http:
+    def __init__(
+        self,
+        *,
+        concurrency: int = 16,
+        timeout_s: float = 30,
+        retries: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_s: float = 0.5,
+    ):
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, concurrency * 2))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.limit = AdaptiveLimit(concurrency)
+        self.timeout = (min(10.0, timeout_s), timeout_s)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+        self.counts: Counter[str] = Counter()
+        self.throttles = 0
+        self._lock = threading.Lock()
+
+    def send(self, method: str, url: str, *, purpose: str, **kwargs) -> requests.Response:
+        """Send a request; retry 429, 5xx, timeouts and resets; return any other answer."""
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("allow_redirects", False)
+        for attempt in range(1, self.retries + 1):
+            response, failure = self._attempt(method, url, purpose, kwargs)
+            if failure is None and response.status_code not in RETRY_STATUSES:
+                return response
+            cause = failure or f"HTTP {response.status_code}"
+            if attempt == self.retries:
+                break
+            delay = self._delay(attempt, response)
+            log.debug(
+                "retrying after a transient failure",
+                extra={
+                    "fields": {
+                        "request": f"{method} {_path(url)}",
+                        "cause": cause,
+                        "attempt": attempt,
+                        "delay_s": round(delay, 2),
+                    }
+                },
+            )
+            self.sleep(delay)
+        status = response.status_code if failure is None else None
+        raise TransientError(
+            f"{method} {_path(url)} failed {self.retries} times; last: {cause}", status=status
+        )
+
+    def _attempt(self, method, url, purpose, kwargs):
+        with self.limit:
+            with self._lock:
+                self.counts[purpose] += 1
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                return None, f"{type(exc).__name__}"
+        if response.status_code == 429:
+            self.limit.throttled()
+            with self._lock:
+                self.throttles += 1
+        elif response.status_code < 500:
+            self.limit.succeeded()
+        return response, None
+
+    def _delay(self, attempt: int, response: requests.Response | None) -> float:
+        retry_after = _retry_after(response) if response is not None else None
+        if retry_after is not None:
+            return min(MAX_RETRY_AFTER_S, retry_after)
+        # Full jitter: spread the retries of many requests that failed together.
+        return random.uniform(0, min(20.0, self.backoff_s * 2 ** (attempt - 1)))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _path(url: str) -> str:
+    """The URL without its query: never log parameters, whatever they hold."""
+    return url.split("?", 1)[0]
