@@ -96,6 +96,10 @@ class Function:
             if report.ok and not report.dry_run:
                 state.covered_until = report.listed_at
 
+    def _state(self, repo: Repository) -> _RepoState:
+        with self._lock:
+            return self._states.setdefault(repo, _RepoState(threading.Lock()))
+
     def _covered(self, message: events.Message, state: _RepoState) -> bool:
         return message.published is not None and (
             message.published < state.covered_until - CLOCK_SKEW_S

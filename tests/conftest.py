@@ -31,3 +31,21 @@ for _name in (
 def _no_inherited_settings(monkeypatch):
     for name in ("CLEANER_CONFIG", "CLEANER_REGISTRY_ENDPOINTS", "GOOGLE_OAUTH_ACCESS_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def gcr():
+    """A local registry answering as Container Registry (gcr.io, numbers as strings)."""
+    from tests.harness import local_registry
+
+    with local_registry("gcr.io", "gcr") as env:
+        yield env
+
+
+@pytest.fixture
+def ar():
+    """A local registry answering as Artifact Registry (integers, paginated)."""
+    from tests.harness import local_registry
+
+    with local_registry("us-docker.pkg.dev", "ar") as env:
+        yield env
