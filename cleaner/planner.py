@@ -215,10 +215,11 @@ class _Planner:
             limit = format_duration(rule.max_age_s)
             return DELETE, f"uploaded {format_duration(age_s)} ago, older than max_age {limit}"
         count = self._count(kind)
-        label = "images" if kind in (None, "all") else f"{kind} images"
+        label = "" if kind in (None, "all") else f"{kind} "
+        newest = f"the newest {label}image" if count == 1 else f"the {count} newest {label}images"
         if rank is not None and rank < count:
-            return KEEP, f"one of the {count} newest {label}"
-        return DELETE, f"beyond the {count} newest {label}"
+            return KEEP, f"one of {newest}" if count > 1 else newest
+        return DELETE, f"beyond {newest}" if count else f"keeps no {label}images past the grace"
 
     def _grace(self) -> str:
         return format_duration(self.rule.grace_s)

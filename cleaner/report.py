@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 
 from cleaner.planner import DELETE, KEEP, PENDING, Decision
-from cleaner.policy import format_duration
 from cleaner.prune import Report
 
 _MAX_TAGS = 40
@@ -24,7 +23,12 @@ def human_bytes(size: int) -> str:
 def age(uploaded_ms: int | None, now_ms: int) -> str:
     if uploaded_ms is None:
         return "unknown"
-    return format_duration(max(0, now_ms - uploaded_ms) // 1000) + " ago"
+    seconds = max(0, now_ms - uploaded_ms) // 1000
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
 
 
 def _tags(decision: Decision) -> str:
