@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import grpc
 import pytest
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
+from google.pubsub_v1 import types
 
 from localpubsub import PubSubServer
 
@@ -261,6 +263,83 @@ def test_subscribe_to_a_missing_subscription_fails_with_not_found(pubsub, subscr
     future = subscriber.subscribe(SUB, lambda message: message.ack())
     with pytest.raises(exceptions.NotFound):
         future.result(timeout=10)
+
+
+class RawStream:
+    """A hand-driven streaming pull, to send acks and deadlines over the stream itself."""
+
+    def __init__(self, subscriber: pubsub_v1.SubscriberClient, deadline_s: int = 60) -> None:
+        self.outbox: queue.Queue = queue.Queue()
+        self.inbox: queue.Queue = queue.Queue()
+        self.outbox.put(
+            types.StreamingPullRequest(subscription=SUB, stream_ack_deadline_seconds=deadline_s)
+        )
+        self.responses = subscriber.streaming_pull(requests=self._requests())
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _requests(self) -> Iterator[types.StreamingPullRequest]:
+        while (request := self.outbox.get()) is not None:
+            yield request
+
+    def _drain(self) -> None:
+        try:
+            for response in self.responses:
+                self.inbox.put(list(response.received_messages))
+        except exceptions.GoogleAPICallError as error:
+            self.inbox.put(error)
+
+    def receive(self, timeout_s: float = 5.0) -> list[types.ReceivedMessage]:
+        """The next response's messages; fails fast rather than wait out a lease."""
+        item = self.inbox.get(timeout=timeout_s)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def send(self, **fields: object) -> None:
+        self.outbox.put(types.StreamingPullRequest(**fields))
+
+    def close(self) -> None:
+        self.outbox.put(None)
+        self.responses.cancel()
+
+
+@pytest.fixture
+def raw_stream(pubsub, subscriber) -> Iterator[RawStream]:
+    pubsub.create_subscription(SUB, TOPIC)
+    stream = RawStream(subscriber)
+    yield stream
+    stream.close()
+
+
+def test_stream_takes_acks_on_the_stream(pubsub, raw_stream):
+    message_id = pubsub.publish(TOPIC, b"x")
+    (received,) = raw_stream.receive()
+
+    raw_stream.send(ack_ids=[received.ack_id])
+
+    wait_for(lambda: [m.message_id for m in pubsub.acked(SUB)] == [message_id])
+
+
+def test_stream_takes_deadline_changes_on_the_stream(pubsub, raw_stream):
+    pubsub.publish(TOPIC, b"x")
+    (first,) = raw_stream.receive()
+
+    raw_stream.send(modify_deadline_ack_ids=[first.ack_id], modify_deadline_seconds=[0])
+    (again,) = raw_stream.receive()
+
+    assert again.message.message_id == first.message.message_id
+    assert again.ack_id != first.ack_id
+    assert [p.attempts for p in pubsub.pending(SUB)] == [2]
+
+
+def test_stream_ends_with_not_found_when_its_subscription_goes(pubsub, subscriber, raw_stream):
+    pubsub.publish(TOPIC, b"x")
+    raw_stream.receive()
+
+    subscriber.delete_subscription(subscription=SUB)
+
+    with pytest.raises(exceptions.NotFound):
+        raw_stream.receive()
 
 
 # Refusals
