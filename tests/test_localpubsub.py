@@ -122,12 +122,12 @@ def test_pull_returns_at_once_and_caps_at_max_messages(pubsub, publisher, subscr
 
 
 def test_unacked_message_is_redelivered_after_its_deadline(pubsub, subscriber):
-    pubsub.create_subscription(SUB, TOPIC, ack_deadline_s=0.3)
+    pubsub.create_subscription(SUB, TOPIC, ack_deadline_s=0.5)
     message_id = pubsub.publish(TOPIC, b"x")
     (first,) = pull_ids(subscriber)
 
     assert pull_ids(subscriber) == []  # leased: nobody else gets it yet
-    time.sleep(0.4)
+    time.sleep(0.6)
     (second,) = pull_ids(subscriber)
 
     assert first[0] == second[0] == message_id
@@ -159,12 +159,12 @@ def test_modify_ack_deadline_zero_nacks_for_immediate_redelivery(pubsub, subscri
 
 
 def test_modify_ack_deadline_extends_the_lease(pubsub, subscriber):
-    pubsub.create_subscription(SUB, TOPIC, ack_deadline_s=0.2)
+    pubsub.create_subscription(SUB, TOPIC, ack_deadline_s=0.5)
     pubsub.publish(TOPIC, b"x")
     ((_, ack_id),) = pull_ids(subscriber)
 
     subscriber.modify_ack_deadline(subscription=SUB, ack_ids=[ack_id], ack_deadline_seconds=30)
-    time.sleep(0.3)
+    time.sleep(0.6)
 
     assert pull_ids(subscriber) == []
 
