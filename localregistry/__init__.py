@@ -90,6 +90,7 @@ POST /_emulator/tag {repo, tag, digest} | /untag {repo, tag} | /delete {repo, re
      | /stale-tag {repo, tag}     direct changes; answer the repository snapshot
 
 Command line: python -m localregistry --help
+Example: python -m localregistry --port 5000 --load localregistry/examples/demo.json
 """
 
 from localregistry import media

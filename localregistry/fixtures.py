@@ -7,13 +7,15 @@
         {"name": "i1", "kind": "index", "children": ["a1", "att"], "tags": ["v2"]},
         {"name": "att", "kind": "attestation", "subject": "a1"},
         {"name": "S1", "kind": "signature", "subject": "d1"},
-        {"name": "R1", "kind": "referrer", "subject": "d1"}]}}
+        {"name": "R1", "kind": "referrer", "subject": "d1"}]},
+     "stale_tags": {"p/app": ["stale1"]}}
 
 Entry keys: `name` (alias, unique in the file), `kind` (image, index, attestation, signature,
 cosign-attestation, sbom, referrer), `tags`, `uploaded` and `created` (see `parse_time`), `size`,
 `platform`, `media_type`, `label` (defaults to the name), `children` (index: aliases in the same
 repository), `subject` (an alias, or a `sha256:` digest for a subject that is not stored). Entries
-may come in any order: children and subjects are pushed first.
+may come in any order: children and subjects are pushed first. `stale_tags` (optional) adds
+tags that the listing shows but that name nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ENTRY_KEYS = {
     "platform", "media_type", "label", "children", "subject",
 }  # fmt: skip
 _NEEDS_SUBJECT = {"referrer", *COSIGN_SUFFIXES}
+SPEC_KEYS = {"host", "style", "page_order", "repositories", "stale_tags"}
 
 
 def parse_time(value: str | int | None, now_ms: int) -> int | None:
@@ -58,6 +61,9 @@ def parse_time(value: str | int | None, now_ms: int) -> int | None:
 
 def load_spec(registry: Registry, spec: dict, *, notify: bool = False) -> dict[str, str]:
     """Apply the spec's settings, push its entries, and return alias -> digest."""
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"unknown fixture keys {sorted(unknown)}; allowed: {sorted(SPEC_KEYS)}")
     settings = {k: spec[k] for k in ("host", "style", "page_order") if k in spec}
     registry.configure(**settings)
     repos = spec.get("repositories", {})
@@ -76,6 +82,9 @@ def load_spec(registry: Registry, spec: dict, *, notify: bool = False) -> dict[s
                 repo, entry = item
                 aliases[entry["name"]] = _push(registry, repo, entry, aliases, now_ms, notify)
                 pending.remove(item)
+        for repo, tags in spec.get("stale_tags", {}).items():
+            for tag in tags:
+                registry.add_stale_tag(repo, tag)
     return aliases
 
 

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,6 +129,11 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up (or stop() closing its connection) mid-answer is normal here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._connections_lock:

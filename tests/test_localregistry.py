@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import pathlib
 import subprocess
 import sys
 import threading
@@ -882,6 +883,21 @@ def test_cli_refuses_non_loopback_bind(capsys):
     assert "loopback" in capsys.readouterr().err
     with pytest.raises(ValueError):
         RegistryServer(Registry(), host="10.0.0.1")
+
+
+EXAMPLE = pathlib.Path(__file__).parent.parent / "localregistry" / "examples" / "demo.json"
+
+
+def test_example_fixture_loads_with_stale_tags(reg):
+    aliases = reg.load(json.loads(EXAMPLE.read_text()))
+    assert reg.repositories() == ["demo/app", "demo/app/cache"]
+    assert reg.stale_tags("demo/app") == ["stale1"]
+    assert len(aliases) == 14
+
+
+def test_load_refuses_unknown_top_level_keys(reg):
+    with pytest.raises(ValueError, match="unknown fixture keys"):
+        reg.load({"repos": {}})
 
 
 def test_cli_serves_a_fixture(tmp_path):
