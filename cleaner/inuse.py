@@ -40,7 +40,7 @@ class CloudRunReader:
             for region in self.config.regions:
                 parent = f"projects/{project}/locations/{region}"
                 try:
-                    self._services(parent, used)
+                    self._services(parent, repo, used)
                     self._jobs(parent, repo, tags, used)
                 except InUseUnavailable:
                     raise
@@ -50,7 +50,7 @@ class CloudRunReader:
                     ) from exc
         return used
 
-    def _services(self, parent: str, used: dict[str, str]) -> None:
+    def _services(self, parent: str, repo: Repository, used: dict[str, str]) -> None:
         for service in self._pages(f"{parent}/services", "services"):
             name = str(service.get("name", "")).rsplit("/", 1)[-1]
             wanted = _revisions_in_use(service)
@@ -60,10 +60,9 @@ class CloudRunReader:
                 short = str(revision.get("name", "")).rsplit("/", 1)[-1]
                 if short in wanted or rank < self.config.revisions:
                     why = "serves traffic" if short in wanted else "kept for rollback"
-                    for digest in _revision_digests(revision):
-                        used.setdefault(
-                            digest, f"Cloud Run service {name}, revision {short} ({why})"
-                        )
+                    user = f"Cloud Run service {name}, revision {short} ({why})"
+                    for digest in _revision_digests(revision, repo, user):
+                        used.setdefault(digest, user)
 
     def _jobs(self, parent: str, repo: Repository, tags: Mapping[str, str], used) -> None:
         for job in self._pages(f"{parent}/jobs", "jobs"):
@@ -117,13 +116,40 @@ def _revisions_in_use(service: Mapping) -> set[str]:
     return names
 
 
-def _revision_digests(revision: Mapping) -> set[str]:
+def _revision_digests(revision: Mapping, repo: Repository, user: str) -> set[str]:
+    """The digests a revision runs. A container of this repository named by tag, whose resolved
+    digest Cloud Run did not report, could be running any of its images: refuse rather than
+    guess from the tag, which may have moved since the deploy."""
     found = set()
     for status in revision.get("containerStatuses") or []:
         found.update(_DIGEST_RE.findall(str(status.get("imageDigest", ""))))
     for container in revision.get("containers") or []:
-        found.update(_DIGEST_RE.findall(str(container.get("image", ""))))
+        image = str(container.get("image", ""))
+        digests = _DIGEST_RE.findall(image)
+        found.update(digests)
+        if not digests and _names(image, repo) and not _resolved(revision, container):
+            raise InUseUnavailable(
+                f"{repo}: {user} runs {image!r} by tag and Cloud Run reports no resolved digest "
+                "for it, so which image it runs is unknown; nothing is deleted"
+            )
     return found
+
+
+def _names(image: str, repo: Repository) -> bool:
+    try:
+        return Reference.parse(image).repository == repo
+    except BadReference:
+        return False
+
+
+def _resolved(revision: Mapping, container: Mapping) -> bool:
+    name = container.get("name")
+    for status in revision.get("containerStatuses") or []:
+        if _DIGEST_RE.search(str(status.get("imageDigest", ""))) and (
+            not name or status.get("name") in (name, None)
+        ):
+            return True
+    return False
 
 
 def _image_digest(image: str, repo: Repository, tags: Mapping[str, str]) -> str | None:
