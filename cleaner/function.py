@@ -154,7 +154,8 @@ def log_summary(report: Report) -> None:
         "deleted": len(out.deleted) if out else 0,
         "already_gone": len(out.gone) if out else 0,
         "failed": len(out.failed) if out else 0,
-        "pending": len(out.pending) + (plan.count("pending") if plan else 0) if out else 0,
+        # Deferred by max_deletions in the plan, plus held back while carrying it out.
+        "pending": (plan.count("pending") if plan else 0) + (len(out.pending) if out else 0),
         "bytes_reclaimed": out.bytes_reclaimed if out else 0,
         "duration_s": round(report.duration_s, 3),
         "dry_run": report.dry_run,
