@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import re
 import sys
@@ -295,12 +296,19 @@ def load_module(path: Path) -> Module:
         module.problems.append(f"{path}: no .tf files")
     for file in files:
         try:
-            parsed = hcl2.loads(file.read_text())
+            parsed = _parse(file.read_text())
         except Exception as exc:  # the parser raises several unrelated types
             module.problems.append(f"{file.name}: does not parse: {exc}")
             continue
         _collect(module, file.name, parsed)
     return module
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str) -> dict[str, Any]:
+    """Parse HCL text once: the grammar is slow and the same files are read by many tests.
+    Callers must not change the result."""
+    return hcl2.loads(text)
 
 
 def _collect(module: Module, file: str, parsed: dict[str, Any]) -> None:
