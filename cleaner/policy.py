@@ -294,6 +294,8 @@ def _repository_pattern(value: Any, key: str) -> str:
         )
     value = value.strip()
     host = value.split("/", 1)[0]
+    if value == "**":  # every repository on every host, as glob_regex reads it
+        return value
     if "/" not in value or not ("." in host or "*" in host or host.startswith("localhost")):
         raise ConfigError(
             f"{key}: {value!r} has no registry host; write HOST/PATH, e.g. gcr.io/my-project/app "
