@@ -54,6 +54,7 @@ class RegistryClient:
         self.clock = clock
         self._challenges: dict[str, Challenge | None] = {}
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._exchanging: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     # --- addresses and auth -------------------------------------------------------------
@@ -80,19 +81,25 @@ class RegistryClient:
             self._challenges[host] = challenge
         return challenge
 
-    def _token(self, repo: Repository, fresh: bool = False) -> str | None:
+    def _token(self, repo: Repository, refused: str | None = None) -> str | None:
+        """The repository's token: the cached one unless it expired or is the one just
+        ``refused`` with a 401. One exchange at a time per repository, so a burst of requests
+        that meet an expiry together costs one new token, not one each."""
         key = (repo.host, repo.path)
         with self._lock:
-            cached = self._tokens.get(key)
-        if cached and not fresh and cached[1] > self.clock():
-            return cached[0]
-        challenge = self._challenge(repo.host)
-        if challenge is None:
-            return None
-        token, lifetime = self._exchange(challenge, repo)
-        with self._lock:
-            self._tokens[key] = (token, self.clock() + max(0, lifetime - TOKEN_MARGIN_S))
-        return token
+            exchanging = self._exchanging.setdefault(key, threading.Lock())
+        with exchanging:
+            with self._lock:
+                cached = self._tokens.get(key)
+            if cached and cached[0] != refused and cached[1] > self.clock():
+                return cached[0]
+            challenge = self._challenge(repo.host)
+            if challenge is None:
+                return None
+            token, lifetime = self._exchange(challenge, repo)
+            with self._lock:
+                self._tokens[key] = (token, self.clock() + max(0, lifetime - TOKEN_MARGIN_S))
+            return token
 
     def _exchange(self, challenge: Challenge, repo: Repository) -> tuple[str, float]:
         params = {"service": challenge.service, "scope": f"repository:{repo.path}:{self.actions}"}
@@ -120,8 +127,9 @@ class RegistryClient:
 
     def call(self, method: str, repo: Repository, url: str, *, purpose: str, **kwargs):
         """An authorised call; a 401 gets one fresh token and one more try (tokens expire)."""
-        for fresh in (False, True):
-            token = self._token(repo, fresh=fresh)
+        refused = None
+        for _ in range(2):
+            token = self._token(repo, refused)
             headers = dict(kwargs.pop("headers", {}) or {})
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -129,6 +137,7 @@ class RegistryClient:
             kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
             if response.status_code != 401:
                 return response
+            refused = token or ""
         raise AuthError(f"{repo}: {method} {_path(url)} still unauthorised with a fresh token")
 
     def _url(self, repo: Repository, tail: str) -> str:
