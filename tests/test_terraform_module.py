@@ -380,3 +380,30 @@ def test_every_checkov_skip_gives_its_reason() -> None:
     assert skips, "the module has no checkov skips left; this test can go"
     for file, line in skips:
         assert re.fullmatch(r"# checkov:skip=CKV2?_[A-Z]+_\d+:\S.{30,}", line), (file, line)
+
+
+def readme_rows() -> dict[str, str]:
+    text = (MODULE / "README.md").read_text()
+    return {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.M)}
+
+
+def shown_default(value: Any) -> str:
+    """A default as the README writes it: null, true, 5, [], "text"."""
+    text = tfcheck.literal(value) if isinstance(value, str) else None
+    return f'"{text}"' if text is not None else json.dumps(value)
+
+
+def test_readme_lists_every_input_with_its_default(module: tfcheck.Module) -> None:
+    rows = readme_rows()
+    for name, item in module.variables.items():
+        assert name in rows, f"terraform/README.md has no row for input {name}"
+        if "default" in item.body:
+            shown = shown_default(item.body["default"])
+            assert f"| `{shown}` |" in rows[name], f"{name}: README should show default {shown}"
+        else:
+            assert "| required |" in rows[name], f"{name}: README should say it is required"
+
+
+def test_readme_lists_every_output(module: tfcheck.Module) -> None:
+    rows = readme_rows()
+    assert [o for o in module.outputs if o not in rows] == []
