@@ -79,10 +79,11 @@ resource "google_cloud_run_v2_job" "drain" {
           }
         }
 
+        # Cloud Run requires at least 512 MiB beside one CPU.
         resources {
           limits = {
             cpu    = "1"
-            memory = "${var.memory_mb}Mi"
+            memory = "${max(512, var.memory_mb)}Mi"
           }
         }
       }
