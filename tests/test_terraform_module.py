@@ -285,6 +285,12 @@ def test_project_wide_grants_only_on_request(
     assert default(module, "in_use") is None
 
 
+def test_token_creator_grant_can_be_turned_off(module: tfcheck.Module) -> None:
+    grant = resource(module, "google_service_account_iam_member", "pubsub_token_creator")
+    assert grant["count"] == "${local.push_enabled && var.grant_pubsub_token_creator ? 1 : 0}"
+    assert default(module, "grant_pubsub_token_creator") is True
+
+
 def test_pubsub_service_agent_is_this_projects(module: tfcheck.Module) -> None:
     agent = module.locals["pubsub_service_agent"].body["v"]
     assert tfcheck.literal(agent) is None  # an interpolation, checked as written:
