@@ -90,12 +90,14 @@ variable "rules" {
   validation {
     condition = alltrue([
       for r in var.rules : try(
-        can(regex("^[a-z0-9._*?:-]+(/[a-z0-9._*?:-]+)+$", trimspace(r.repository))) &&
-        can(regex("[.*]|^localhost", split("/", trimspace(r.repository))[0])),
+        trimspace(r.repository) == "**" || (
+          can(regex("^[a-z0-9._*?:-]+(/[a-z0-9._*?:-]+)+$", trimspace(r.repository))) &&
+          can(regex("[.*]|^localhost", split("/", trimspace(r.repository))[0]))
+        ),
         false
       )
     ])
-    error_message = "Each rule's repository must be a lower-case HOST/PATH glob such as gcr.io/my-project/** or us-docker.pkg.dev/my-project/my-repo/app: a registry host, then path segments separated by single '/', with * or ? inside a segment and ** for any number of segments."
+    error_message = "Each rule's repository must be a lower-case HOST/PATH glob such as gcr.io/my-project/** or us-docker.pkg.dev/my-project/my-repo/app: a registry host, then path segments separated by single '/', with * or ? inside a segment and ** for any number of segments (** alone matches every repository)."
   }
 
   validation {

@@ -83,6 +83,8 @@ POLICIES = [
     ("weeks-and-seconds", [{**RULE, "grace": "2w", "max_age": "90s"}], None),
     ("keep-zero", [{**RULE, "keep": 0, "grace": "1d"}], None),
     ("host-glob", [{**RULE, "repository": "*-docker.pkg.dev/my-project/**"}], None),
+    ("every-repository", [{**RULE, "repository": "**"}], None),
+    ("star-alone", [{**RULE, "repository": "*"}], REPO_GLOB),
     ("no-rules", [], "rules must hold at least one rule"),
     ("empty-repository", [{**RULE, "repository": ""}], REPO_GLOB),
     ("repository-without-host", [{**RULE, "repository": "my-project/app"}], REPO_GLOB),
