@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 PIP_FLAGS := --quiet --disable-pip-version-check
+# Terraform asks HashiCorp's update service about new versions unless told not to.
+export CHECKPOINT_DISABLE := 1
 
 .PHONY: demo test lint bench soak clean
 

@@ -13,6 +13,8 @@ _GUARDS = {
     "GCE_METADATA_IP": "127.0.0.1:9",
     "NO_GCE_CHECK": "True",
     "GOOGLE_CLOUD_PROJECT": "test-project",
+    # Terraform would otherwise ask HashiCorp's update service about new versions.
+    "CHECKPOINT_DISABLE": "1",
 }
 for _name, _value in _GUARDS.items():
     os.environ[_name] = _value
