@@ -51,6 +51,8 @@ def parse_duration(value: Any, key: str) -> int:
     """``"90s"``, ``"1h30m"``, ``"7d"``, ``"2w"`` or ``"0"`` → seconds."""
     if isinstance(value, str) and value.strip() == "0":
         return 0
+    if type(value) is int and value == 0:  # YAML reads `grace: 0` as the integer
+        return 0
     if isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
         return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART_RE.findall(value))
     raise ConfigError(
@@ -82,7 +84,11 @@ class TagPattern:
     @classmethod
     def parse(cls, text: Any, key: str) -> TagPattern:
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"{key}: a tag pattern must be a non-empty string, got {text!r}")
+            # YAML reads 1.0 or yes as a number or a boolean: quoting makes it a tag again.
+            hint = "; quote it" if isinstance(text, int | float) else ""
+            raise ConfigError(
+                f"{key}: a tag pattern must be a non-empty string, got {text!r}{hint}"
+            )
         if text.startswith("re:"):
             try:
                 regex = re.compile(text[3:])
@@ -320,6 +326,7 @@ def _tag_patterns(value: Any, key: str) -> tuple[TagPattern, ...]:
 def _parse_in_use(raw: Any) -> InUse:
     if not isinstance(raw, Mapping):
         raise ConfigError("in_use: must be a mapping with 'regions' (and optionally 'projects')")
+    raw = {k: v for k, v in raw.items() if v is not None}  # null means "not set"
     unknown = set(raw) - _IN_USE_KEYS
     if unknown:
         raise ConfigError(
@@ -333,7 +340,9 @@ def _parse_in_use(raw: Any) -> InUse:
         if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
             raise ConfigError(f"in_use.regions[{i}]: {region!r} is not a region like us-central1")
     projects = raw.get("projects") or []
-    for i, project in enumerate(projects if isinstance(projects, list) else [projects]):
+    if not isinstance(projects, list):  # one project given as a plain value
+        projects = [projects]
+    for i, project in enumerate(projects):
         if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
             raise ConfigError(f"in_use.projects[{i}]: {project!r} is not a Google project ID")
     revisions = raw.get("revisions", 3)
