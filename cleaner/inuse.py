@@ -45,9 +45,12 @@ class CloudRunReader:
                 except InUseUnavailable:
                     raise
                 except CleanerError as exc:
-                    raise InUseUnavailable(
+                    unavailable = InUseUnavailable(
                         f"{repo}: cannot read Cloud Run in {parent}, so nothing is deleted: {exc}"
-                    ) from exc
+                    )
+                    # 5xx or 429 that outlived the retries: a redelivery may succeed.
+                    unavailable.transient = exc.transient
+                    raise unavailable from exc
         return used
 
     def _services(self, parent: str, repo: Repository, used: dict[str, str]) -> None:
@@ -87,8 +90,8 @@ class CloudRunReader:
                 params=params,
                 headers={"Authorization": f"Bearer {self.google.get()}"},
             )
-            if response.status_code != 200:
-                raise InUseUnavailable(
+            if response.status_code != 200:  # wrapped above with the repository and region
+                raise CleanerError(
                     f"Cloud Run Admin API answered HTTP {response.status_code} for {path}"
                     f"{_api_error(response)}; the runtime account needs roles/run.viewer"
                 )
@@ -97,7 +100,7 @@ class CloudRunReader:
             token = body.get("nextPageToken") or ""
             if not token:
                 return
-        raise InUseUnavailable(f"Cloud Run Admin API pages for {path} do not end")
+        raise CleanerError(f"Cloud Run Admin API pages for {path} do not end")
 
 
 def _revisions_in_use(service: Mapping) -> set[str]:
