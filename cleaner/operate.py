@@ -903,21 +903,24 @@ def drain(args) -> int:
 
 
 def drain_text(subscription: str, rows: list[Row], tally: Tally, dry_run: bool) -> str:
-    lines = [
-        f"drain of {subscription}: {tally.messages} messages in {tally.batches} batches; "
-        f"stopped because {tally.stopped}."
-    ]
+    messages = _plural(tally.messages, "message", "messages")
+    batches = _plural(tally.batches, "batch", "batches")
+    lines = [f"drain of {subscription}: {messages} in {batches}; stopped because {tally.stopped}."]
     if tally.ignored:
         counts = ", ".join(
             f"{n} {why.replace('_', ' ')}" for why, n in sorted(tally.ignored.items())
         )
         lines.append(f"Needed no prune: {counts}.")
     if tally.released:
-        plural = "" if tally.released == 1 else "s"
-        lines.append(f"Handed back for redelivery: {tally.released} message{plural}.")
+        released = _plural(tally.released, "message", "messages")
+        lines.append(f"Handed back for redelivery: {released}.")
     lines.append("")
     lines.append(summary_table(rows, dry_run=dry_run, messages=True) if rows else "Nothing pruned.")
     return "\n".join(lines)
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _drain_dict(subscription: str, rows: list[Row], tally: Tally, dry_run: bool) -> dict:

@@ -147,7 +147,7 @@ def test_many_messages_make_one_prune_per_repository(registry, pubsub, capsys):
     assert len(registry.remaining("p/other")) == 3
     assert acked_ids(pubsub) == set(ids)
     assert pubsub.pending(SUB) == []
-    assert f"drain of {SUB}: 34 messages in 1 batches" in out
+    assert f"drain of {SUB}: 34 messages in 1 batch;" in out
     assert "Needed no prune: 1 delete, 1 foreign, 1 malformed, 1 no rule." in out
     app_row = next(line for line in out.splitlines() if line.startswith("gcr.io/p/app "))
     assert app_row.split() == ["gcr.io/p/app", "10", "1", "2", "2.0", "kB", "pruned"]
