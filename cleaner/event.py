@@ -46,7 +46,7 @@ def envelope(data: Any) -> Mapping[str, Any]:
     if isinstance(data, bytes | str):
         try:
             data = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json allows
             raise BadMessage("the event body is not JSON") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
         raise BadMessage("the event holds no Pub/Sub 'message' object")
@@ -86,7 +86,7 @@ def _decode(raw: Any) -> Mapping[str, Any]:
     try:
         text = base64.b64decode(raw, validate=True).decode("utf-8")
         body = json.loads(text)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # nested deeper than json allows
         raise BadMessage("the message data is not base64-encoded JSON") from None
     if not isinstance(body, Mapping):
         raise BadMessage("the message data is JSON but not an object")
