@@ -59,6 +59,12 @@ class Repository:
     host: str
     path: str
 
+    def __post_init__(self):
+        # Parsed or built directly, a repository holds only what the grammar allows, so no
+        # request URL is ever made from an unchecked path.
+        check_host(self.host)
+        check_path(self.path)
+
     @classmethod
     def parse(cls, text: str) -> Repository:
         host, sep, path = text.partition("/")
