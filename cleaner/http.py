@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
 
 from cleaner import __version__
 from cleaner.errors import TransientError
@@ -120,7 +121,8 @@ class Http:
                 self.counts[purpose] += 1
             try:
                 response = self.session.request(method, url, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            # ChunkedEncodingError: the connection broke in the middle of the answer's body.
+            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
                 return None, f"{type(exc).__name__}"
         if response.status_code == 429:
             self.limit.throttled()

@@ -217,16 +217,23 @@ def load_policy(text: str, source: str = "CLEANER_CONFIG") -> Policy:
 def _parse_text(text: str, source: str) -> Any:
     if not text or not text.strip():
         raise ConfigError(f"{source} is empty; give a policy with at least one rule")
+    too_deep = ConfigError(
+        f"{source} is nested too deeply to be a policy; write a mapping with a 'rules' list"
+    )
     try:
         return json.loads(text)
     except ValueError:
         pass
+    except RecursionError:  # both parsers recurse per level of nesting
+        raise too_deep from None
     import yaml  # only when the text is not JSON: PyYAML costs cold-start time
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is neither JSON nor valid YAML: {exc}") from None
+    except RecursionError:
+        raise too_deep from None
 
 
 def parse_rule(raw: Any, key: str, position: int = 0) -> Rule:

@@ -6,8 +6,9 @@ The README's settings table is generated from ``SETTINGS`` by a test, so the two
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cleaner.errors import ConfigError
@@ -52,6 +53,8 @@ SETTINGS = (
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
+# What HTTP allows in a credential sent in a header: visible ASCII, no spaces.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Settings:
     dry_run: bool
     log_level: str
     cloud_run_endpoint: str
-    access_token: str
+    access_token: str = field(repr=False)  # a credential: never in a repr, log or traceback
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,7 +87,7 @@ class Settings:
             dry_run=_bool(get, "CLEANER_DRY_RUN"),
             log_level=_level(get("CLEANER_LOG_LEVEL")),
             cloud_run_endpoint=_url(get, "CLEANER_CLOUD_RUN_ENDPOINT"),
-            access_token=env.get("GOOGLE_OAUTH_ACCESS_TOKEN", "").strip(),
+            access_token=_access_token(env),
         )
 
 
@@ -94,8 +97,13 @@ def parse_endpoints(text: str) -> dict[str, str]:
     for pair in filter(None, (p.strip() for p in text.split(","))):
         host, sep, url = pair.partition("=")
         host, url = host.strip().lower(), url.strip().rstrip("/")
-        parts = urlsplit(url)
-        if not sep or not host or parts.scheme not in ("http", "https") or not parts.hostname:
+        if "@" in url:  # user:password@ would reach logs and errors; never echo it
+            raise ConfigError(
+                f"CLEANER_REGISTRY_ENDPOINTS: the URL for {host!r} carries a user name or "
+                "password; give a bare scheme://host[:port], credentials come from Google"
+            )
+        parts = _split(url)
+        if not sep or not host or parts is None or parts.scheme not in ("http", "https"):
             raise ConfigError(
                 f"CLEANER_REGISTRY_ENDPOINTS: {pair!r} is not HOST=URL; write e.g. "
                 "gcr.io=http://127.0.0.1:5000"
@@ -140,7 +148,32 @@ def _level(raw: str) -> str:
 
 def _url(get, name: str) -> str:
     raw = get(name).rstrip("/")
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL")
+    if "@" in raw:  # user:password@ would reach logs and errors; never echo it
+        raise ConfigError(f"{name}: give a bare http(s) URL, with no user name or password")
+    parts = _split(raw)
+    if parts is None or parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL; write e.g. https://HOST")
     return raw
+
+
+def _split(url: str):
+    """The URL's parts, or None when it has no host or a malformed one (``http://[``, a port
+    over 65535): urlsplit raises ValueError for those, which must become a ConfigError."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it is the check
+    except ValueError:
+        return None
+    return parts if parts.hostname else None
+
+
+def _access_token(env: Mapping[str, str]) -> str:
+    token = env.get("GOOGLE_OAUTH_ACCESS_TOKEN", "").strip()
+    if token and not _TOKEN_RE.fullmatch(token):
+        # Never echo the value: it is a credential, even when a broken one.
+        raise ConfigError(
+            "GOOGLE_OAUTH_ACCESS_TOKEN holds characters an access token never has (spaces, "
+            "control or non-ASCII characters); set it to the output of "
+            "gcloud auth print-access-token, or unset it to use Application Default Credentials"
+        )
+    return token
