@@ -13,6 +13,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from tests.harness import ACCESS_TOKEN
+
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "gcr.io/p/app"
 
@@ -191,7 +193,7 @@ def test_exit_1_when_auth_fails(env):
 
     assert result.returncode == 1
     assert "refused the Google credentials (HTTP 403)" in result.stderr
-    assert "test-access-token" not in result.stderr + result.stdout
+    assert ACCESS_TOKEN not in result.stderr + result.stdout
     assert env.remaining() == ALL
 
 
