@@ -95,6 +95,7 @@ class _Run:
         """Per step: every tag check, then (all checks passed) every untag, then the delete."""
         tasks: list[_Task] = []
         deletes: dict[str, _Task] = {}
+        firsts: dict[str, list[_Task]] = {}
         units: dict[str, int] = {}
         for step in steps:
             order = units.setdefault(step.unit, len(units))
@@ -109,15 +110,19 @@ class _Run:
                 untag.then.append(delete)
             delete.waits = len(untags)
             deletes[step.digest] = delete
+            firsts[step.digest] = checks or [delete]
             tasks += [*checks, *untags, delete]
         for step in steps:
-            mine = deletes[step.digest]
-            for parent in step.after:
-                if parent in deletes:
-                    deletes[parent].then.append(mine)
-                    mine.waits += 1
-                else:  # its parent stays in this run, so it must stay too
-                    mine.skip = f"kept because {parent[:19]} is not deleted in this run"
+            # A child or artifact is not even untagged before its parent or subject is deleted:
+            # if that delete fails, it must stay whole, not linger untagged (an untagged
+            # signature would look like an image of its own to the next run).
+            for first in firsts[step.digest]:
+                for parent in step.after:
+                    if parent in deletes:
+                        deletes[parent].then.append(first)
+                        first.waits += 1
+                    else:  # its parent stays in this run, so it must stay too
+                        first.skip = f"kept because {parent[:19]} is not deleted in this run"
         return tasks
 
     def go(self) -> None:

@@ -24,6 +24,19 @@ INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
 ACCEPT = ", ".join((DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX, OCI_ARTIFACT))
 # Only OCI manifests may name a subject (a referrer); Docker v2 manifests have no such field.
 MAY_HAVE_SUBJECT = frozenset({OCI_MANIFEST, OCI_ARTIFACT})
+# Layers of signatures, attestations and SBOMs (cosign, in-toto, SPDX, CycloneDX): a manifest made
+# of nothing else describes some image and is never an image of its own.
+ARTIFACT_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        "application/vnd.dsse.envelope.v1+json",
+        "application/vnd.in-toto+json",
+        "application/spdx+json",
+        "text/spdx+json",
+        "text/spdx",
+        "application/vnd.cyclonedx+json",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -122,18 +135,23 @@ def _strings(value: Any, name: str, listing: Listing) -> Iterable[str]:
 
 @dataclass(frozen=True)
 class ManifestFacts:
-    """What reading a manifest body tells that the listing does not: an index's children, and
-    the subject an OCI referrer points at. Immutable per digest, so safe to cache."""
+    """What reading a manifest body tells that the listing does not: an index's children, the
+    subject an OCI referrer points at, and whether its layers are only signatures, attestations
+    or SBOMs. Immutable per digest, so safe to cache."""
 
     children: tuple[str, ...] = ()
     subject: str | None = None
+    artifact: bool = False
 
     @classmethod
     def from_body(cls, body: Any) -> ManifestFacts:
         if not isinstance(body, Mapping):
             raise ValueError("manifest body is not a JSON object")
         children = []
-        for item in body.get("manifests") or []:
+        manifests = body.get("manifests") or []
+        if not isinstance(manifests, list):
+            raise ValueError("'manifests' is not a list")
+        for item in manifests:
             if not isinstance(item, Mapping):
                 raise ValueError("an index entry is not an object")
             children.append(check_digest(item.get("digest", "")))
@@ -143,4 +161,11 @@ class ManifestFacts:
             if not isinstance(subject, Mapping):
                 raise ValueError("'subject' is not a descriptor")
             subject_digest = check_digest(subject.get("digest", ""))
-        return cls(tuple(children), subject_digest)
+        layers = body.get("layers") or body.get("blobs")
+        kinds = (
+            [x.get("mediaType") for x in layers if isinstance(x, Mapping)]
+            if isinstance(layers, list)
+            else []
+        )
+        artifact = bool(kinds) and all(kind in ARTIFACT_LAYER_TYPES for kind in kinds)
+        return cls(tuple(children), subject_digest, artifact)

@@ -23,6 +23,7 @@ from cleaner.policy import Rule, format_duration
 from cleaner.reference import Repository, cosign_subject
 
 KEEP, DELETE, PENDING = "keep", "delete", "pending"
+UNKNOWN_SUBJECT = "unknown"  # never a digest, so never in the repository
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ class _Graph:
             return ()
         if cosign:
             return tuple(cosign)
-        return (fact.subject,) if fact and fact.subject else ()
+        if fact and fact.subject:
+            return (fact.subject,)
+        # A signature or attestation whose tag is gone (a run stopped between untagging and
+        # deleting it, or someone removed the tag) names no subject, but it is still no image:
+        # it must not take a keep slot from one.
+        return (UNKNOWN_SUBJECT,) if fact and fact.artifact else ()
 
     def order_key(self, digest: str):
         uploaded = self.entries[digest].uploaded_ms

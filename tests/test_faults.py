@@ -212,6 +212,53 @@ def test_permission_denied_on_delete_stops_the_run(gcr):
     assert env.remaining() == ALL
 
 
+# --- a run stopped half-way leaves nothing that misleads the next run ---------------------------
+
+
+def test_an_artifact_keeps_its_tag_while_its_subject_cannot_be_deleted(gcr):
+    env = loaded(gcr)
+    o1 = env.aliases["o1"]
+    env.server.faults.add_rule(method="DELETE", path=f"/manifests/{o1}$", status=503, times=-1)
+    report = quick_pruner(env).prune(env.repo(), RULE)
+    assert [what for what, _ in report.outcome.failed] == [o1]
+    # s1 is o1's signature: its tag goes only after o1 itself is gone.
+    assert env.tags()["s1"] == [f"sha256-{o1.split(':')[1]}.sig"]
+    assert sorted(env.remaining()) == ["n1", "n2", "o1", "s1"]
+    env.server.faults.reset()
+    assert quick_pruner(env).prune(env.repo(), RULE).ok
+    assert_planned_state(env)
+
+
+def test_a_signature_left_untagged_by_a_stopped_run_takes_no_keep_slot(gcr):
+    gcr.load(
+        {
+            "p/app": [
+                {"name": "app", "tags": ["v1"], "uploaded": "-1d"},
+                {"name": "old", "uploaded": "-9d"},
+                # A signature whose image is long gone, pushed after the newest image.
+                {
+                    "name": "sig",
+                    "kind": "signature",
+                    "subject": "sha256:" + "f" * 64,
+                    "uploaded": "-1h",
+                },
+            ]
+        }
+    )
+    sig = gcr.aliases["sig"]
+    keep_one = rule(keep=1, grace="0")
+    gcr.server.faults.add_rule(method="DELETE", path=f"/manifests/{sig}$", status=503, times=-1)
+    first = quick_pruner(gcr).prune(gcr.repo(), keep_one)
+    assert [what for what, _ in first.outcome.failed] == [sig]
+    assert gcr.remaining() == ["app", "sig"] and "sig" not in gcr.tags()
+    gcr.server.faults.reset()
+    # Untagged now, the signature is still no image: it does not push app out of the one slot.
+    second = quick_pruner(gcr).prune(gcr.repo(), keep_one)
+    assert second.plan.decision(sig).role == "artifact"
+    assert second.ok
+    assert gcr.remaining() == ["app"]
+
+
 # --- the listing and the manifests must be read whole ------------------------------------------
 
 PAGED = {"p/app": [{"name": f"o{i}", "uploaded": f"-{i + 1}d"} for i in range(1005)]}
