@@ -31,7 +31,8 @@ def is_google_host(host: str) -> bool:
 
 
 def is_digest(text: str) -> bool:
-    return _DIGEST_RE.fullmatch(text) is not None
+    # Registry answers are JSON: a "digest" may be a number or null there.
+    return isinstance(text, str) and _DIGEST_RE.fullmatch(text) is not None
 
 
 def check_digest(text: str) -> str:
@@ -43,7 +44,7 @@ def check_digest(text: str) -> str:
 
 
 def is_tag(text: str) -> bool:
-    return _TAG_RE.fullmatch(text) is not None
+    return isinstance(text, str) and _TAG_RE.fullmatch(text) is not None
 
 
 def cosign_subject(tag: str) -> tuple[str, str] | None:

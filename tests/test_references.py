@@ -165,8 +165,22 @@ def test_hostile_tags_in_a_listing_are_never_kept_to_be_requested():
         {"manifests": ["not a descriptor"]},
         {"subject": {"digest": "sha256:x/../y"}},
         {"subject": "sha256:" + HEX},
+        {"manifests": 5},
+        {"manifests": [{"digest": 5}]},
+        {"manifests": [{"digest": None}]},
+        {"subject": {"digest": 7}},
     ],
-    ids=["child traversal", "child upper case", "child not an object", "subject bad", "subject"],
+    ids=[
+        "child traversal",
+        "child upper case",
+        "child not an object",
+        "subject traversal",
+        "subject not a descriptor",
+        "manifests not a list",
+        "child digest a number",
+        "child digest null",
+        "subject digest a number",
+    ],
 )
 def test_a_manifest_naming_a_bad_digest_is_refused(body):
     with pytest.raises((ValueError, BadReference)):
