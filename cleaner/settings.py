@@ -35,8 +35,8 @@ SETTINGS = (
     Setting(
         "CLEANER_DEADLINE_S",
         "480",
-        "Function only: seconds after a message arrives when no new deletion starts "
-        "(event functions are stopped at 540 s).",
+        "Seconds after a message arrives (or a drain starts) when no new deletion starts; "
+        "event functions are stopped at 540 s. Not used by prune and sweep.",
     ),
     Setting("CLEANER_DRY_RUN", "false", "true: plan and log, change nothing."),
     Setting("CLEANER_LOG_LEVEL", "INFO", "DEBUG shows every decision with its reason."),
