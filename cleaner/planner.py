@@ -287,6 +287,10 @@ class _Planner:
         return all(s in self.action or s not in self.g.entries for s in self.g.subjects[artifact])
 
     def _decide_artifact(self, artifact: str) -> None:
+        user = self._in_use(artifact)
+        if user:  # a runnable image may carry a subject too; what runs is never deleted
+            self._set(artifact, KEEP, f"in use: {user}")
+            return
         subjects = self.g.subjects[artifact]
         present = [s for s in subjects if s in self.g.entries]
         kept = [s for s in present if self.action[s] == KEEP]
