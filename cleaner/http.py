@@ -1,5 +1,6 @@
-"""One pooled HTTP session for every registry call: timeouts, retries with backoff that honour
-``Retry-After``, and a concurrency limit that backs off when the registry says 429."""
+"""One HTTP client for every registry call: pooled keep-alive connections, timeouts, retries
+with backoff that honour ``Retry-After``, and a concurrency limit that backs off when the
+registry says 429."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError
+from requests.utils import get_environ_proxies, select_proxy
 
-from cleaner import __version__
+from cleaner import __version__, connections
 from cleaner.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"cleaner/{__version__} (+container registry pruner)"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
+# What the direct transport understands; a request with anything else goes through requests.
+DIRECT_OPTIONS = frozenset({"headers", "params", "auth", "timeout", "allow_redirects"})
 
 
 class AdaptiveLimit:
@@ -62,6 +67,11 @@ class AdaptiveLimit:
                 self._cond.notify()
 
 
+@dataclass
+class _Origin:
+    pool: connections.Pool | None  # None: reached through a proxy, so sent through requests
+
+
 class Http:
     def __init__(
         self,
@@ -72,11 +82,15 @@ class Http:
         sleep: Callable[[float], None] = time.sleep,
         backoff_s: float = 0.5,
     ):
+        # requests serves google-auth's token refreshes and origins behind a proxy; every other
+        # request goes over cleaner.connections, at a fraction of the CPU.
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, concurrency * 2))
+        self._keep = max(10, concurrency * 2)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._keep)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        self._origins: dict[tuple, _Origin] = {}
         self.limit = AdaptiveLimit(concurrency)
         self.timeout = (min(10.0, timeout_s), timeout_s)
         self.retries = retries
@@ -116,11 +130,12 @@ class Http:
         )
 
     def _attempt(self, method, url, purpose, kwargs):
+        origin = self._origin(url)
         with self.limit:
             with self._lock:
                 self.counts[purpose] += 1
             try:
-                response = self.session.request(method, url, **kwargs)
+                response = self._exchange(origin, method, url, kwargs)
             # ChunkedEncodingError: the connection broke in the middle of the answer's body.
             except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
                 return None, f"{type(exc).__name__}"
@@ -131,6 +146,31 @@ class Http:
         elif response.status_code < 500:
             self.limit.succeeded()
         return response, None
+
+    def _exchange(self, origin: _Origin, method: str, url: str, kwargs: dict):
+        if origin.pool is None or not DIRECT_OPTIONS.issuperset(kwargs):
+            return self.session.request(method, url, **kwargs)
+        timeout = kwargs["timeout"]
+        return connections.send(
+            origin.pool,
+            method,
+            url,
+            headers={"User-Agent": USER_AGENT, **(kwargs.get("headers") or {})},
+            params=kwargs.get("params"),
+            auth=kwargs.get("auth"),
+            timeout=timeout if isinstance(timeout, tuple) else (timeout, timeout),
+        )
+
+    def _origin(self, url: str) -> _Origin:
+        key = connections.origin_of(url)
+        found = self._origins.get(key)
+        if found is not None:
+            return found
+        # Read the proxy settings once per origin, as requests would on every request.
+        proxied = select_proxy(url, get_environ_proxies(url)) is not None
+        pool = None if proxied else connections.Pool(*key, keep=self._keep)
+        with self._lock:
+            return self._origins.setdefault(key, _Origin(pool))
 
     def _delay(self, attempt: int, response: requests.Response | None) -> float:
         retry_after = _retry_after(response) if response is not None else None
