@@ -1,6 +1,6 @@
 """One HTTP client for every registry call: pooled keep-alive connections, timeouts, retries
-with backoff that honour ``Retry-After``, and a concurrency limit that backs off when the
-registry says 429."""
+with backoff that honour ``Retry-After``, a concurrency limit, and a request rate per origin
+that learns the registry's quota from its 429 answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,9 +67,78 @@ class AdaptiveLimit:
                 self._cond.notify()
 
 
+class RequestRate:
+    """How fast to send to one origin, once it has refused a request with 429.
+
+    A 429 means a quota: requests per unit of time, shared with everyone else in the project.
+    Halving the concurrency (above) answers overload, but at a quota it swings between too
+    fast and idle. Here, at a refusal, the rate becomes 95% of what got through in the last
+    second; while nothing is refused it grows by 5% a second, and the next refusal cuts it
+    again, so a run settles just under the quota and loses few requests to refusals. A
+    refusal while fewer than PACE_FROM requests a second got through says the quota is spent
+    by others: pacing would not help, the Retry-After wait does, so there is no pacing then.
+    """
+
+    WINDOW_S = 1.0
+    CUT = 0.95
+    GROWTH = 0.05  # a second
+    PACE_FROM = 10.0  # requests a second
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+    ):
+        self.rate: float | None = None  # requests a second; None: no pacing
+        self._clock, self._pause = clock, pause
+        self._through: deque[float] = deque()  # when each answer that was not a 429 came
+        self._next = 0.0  # when the next request may go
+        self._cut_at = float("-inf")
+        self._grown_at = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Before a request: wait for its turn (at once unless pacing)."""
+        with self._lock:
+            if self.rate is None:
+                return
+            now = self._clock()
+            self.rate *= 1 + self.GROWTH * (now - self._grown_at)
+            self._grown_at = now
+            turn = max(now, self._next)
+            self._next = turn + 1 / self.rate
+        if turn > now:
+            self._pause(turn - now)
+
+    def passed(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._through.append(now)
+            self._forget(now)
+
+    def refused(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._forget(now)
+            # One cut per window: the refusals of one burst are one signal.
+            if now - self._cut_at < self.WINDOW_S:
+                return
+            through = len(self._through) / self.WINDOW_S
+            if through < self.PACE_FROM:
+                return
+            self.rate = min(self.rate or through, through) * self.CUT
+            # Turns already handed out stand: restarting them from now would send twice.
+            self._cut_at = self._grown_at = now
+
+    def _forget(self, now: float) -> None:
+        while self._through and self._through[0] <= now - self.WINDOW_S:
+            self._through.popleft()
+
+
 @dataclass
 class _Origin:
     pool: connections.Pool | None  # None: reached through a proxy, so sent through requests
+    rate: RequestRate
 
 
 class Http:
@@ -131,6 +200,7 @@ class Http:
 
     def _attempt(self, method, url, purpose, kwargs):
         origin = self._origin(url)
+        origin.rate.wait()
         with self.limit:
             with self._lock:
                 self.counts[purpose] += 1
@@ -141,10 +211,12 @@ class Http:
                 return None, f"{type(exc).__name__}"
         if response.status_code == 429:
             self.limit.throttled()
+            origin.rate.refused()
             with self._lock:
                 self.throttles += 1
         elif response.status_code < 500:
             self.limit.succeeded()
+            origin.rate.passed()
         return response, None
 
     def _exchange(self, origin: _Origin, method: str, url: str, kwargs: dict):
@@ -170,7 +242,7 @@ class Http:
         proxied = select_proxy(url, get_environ_proxies(url)) is not None
         pool = None if proxied else connections.Pool(*key, keep=self._keep)
         with self._lock:
-            return self._origins.setdefault(key, _Origin(pool))
+            return self._origins.setdefault(key, _Origin(pool, RequestRate()))
 
     def _delay(self, attempt: int, response: requests.Response | None) -> float:
         retry_after = _retry_after(response) if response is not None else None
