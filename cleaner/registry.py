@@ -7,6 +7,7 @@ message text) to what they mean for a prune.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ TOKEN_MARGIN_S = 30
 DANGLING_TAG = "GOOGLE_MANIFEST_DANGLING_TAG"
 DANGLING_PARENT = "GOOGLE_MANIFEST_DANGLING_PARENT_IMAGE"
 REFERRING = "GOOGLE_MANIFEST_REFERRING_MANIFEST"
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # what a header may carry: visible ASCII, no spaces
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class RegistryClient:
             raise AuthError(
                 f"{repo}: the token exchange answered HTTP {response.status_code} without a token"
             )
+        if not _TOKEN_RE.fullmatch(token):
+            # A header cannot carry it, and the HTTP library would quote it in its error.
+            raise AuthError(f"{repo}: the token exchange answered a malformed token; not used")
         lifetime = body.get("expires_in", 60)
         return token, float(lifetime) if isinstance(lifetime, int | float) else 60.0
 
