@@ -1,9 +1,11 @@
 """The push edge: one ``gcr`` message in, at most one prune of one repository out.
 
 Pub/Sub delivers at least once and in bursts, so a warm instance remembers, per repository, when
-the last complete listing started: a message published before that moment was already seen by
-it and needs no new listing. Permanent problems are logged and acknowledged (a normal return);
-transient ones raise, so Pub/Sub redelivers.
+the last complete listing started: a message that arrived here before that moment, or was
+published (allowing for clock skew) before it, was already seen by it and needs no new listing.
+Messages that queue behind a running prune are a burst: the next prune waits until they pause,
+so one listing answers the whole burst. Permanent problems are logged and acknowledged (a
+normal return); transient ones raise, so Pub/Sub redelivers.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ from cleaner.settings import Settings
 log = logging.getLogger("cleaner.function")
 # Pub/Sub's publish time and this instance's clock may disagree a little.
 CLOCK_SKEW_S = 2.0
+# A burst has paused when no message for the repository came for this long; a message waits
+# at most SETTLE_MAX_S for that (Pub/Sub's default acknowledgement deadline is 10 s).
+SETTLE_QUIET_S = 0.5
+SETTLE_MAX_S = 2.0
 
 
 @dataclass
 class _RepoState:
     lock: threading.Lock
     covered_until: float = float("-inf")  # start of the last listing whose prune completed
+    # The same moment on this instance's monotonic clock, against which arrivals are exact.
+    covered_arrivals: float = float("-inf")
+    last_arrival: float = float("-inf")
 
 
 class Function:
@@ -84,26 +93,53 @@ class Function:
                 extra=fields(repository=str(repo), trigger=message.message_id),
             )
             return
-        state = self._state(repo)
-        with state.lock:  # one prune per repository at a time in this instance
-            if self._covered(message, state):
+        state = self._state(repo, arrived)
+        # One prune per repository at a time in this instance; waiting for it means a burst.
+        waited = not state.lock.acquire(blocking=False)
+        if waited:
+            state.lock.acquire()
+        try:
+            if self._covered(message, arrived, state):
                 log.info(
                     f"{repo}: already pruned by a run that listed after this push",
                     extra=fields(repository=str(repo), trigger=message.message_id),
                 )
                 return
+            if waited:
+                self._settle(state, arrived)
+            started = time.monotonic()
             report = self._prune(repo, rule, message, arrived)
             if report.ok and not report.dry_run:
                 state.covered_until = report.listed_at
+                state.covered_arrivals = started
+        finally:
+            state.lock.release()
 
-    def _state(self, repo: Repository) -> _RepoState:
+    def _state(self, repo: Repository, arrived: float) -> _RepoState:
         with self._lock:
-            return self._states.setdefault(repo, _RepoState(threading.Lock()))
+            state = self._states.setdefault(repo, _RepoState(threading.Lock()))
+            state.last_arrival = max(state.last_arrival, arrived)
+            return state
 
-    def _covered(self, message: events.Message, state: _RepoState) -> bool:
+    def _covered(self, message: events.Message, arrived: float, state: _RepoState) -> bool:
+        # Its push came before it was published, which came before it arrived here.
+        if arrived < state.covered_arrivals:
+            return True
         return message.published is not None and (
             message.published < state.covered_until - CLOCK_SKEW_S
         )
+
+    def _settle(self, state: _RepoState, arrived: float) -> None:
+        """Wait until the burst pauses, so the listing that follows covers every message that
+        came meanwhile (they queue behind this one and find themselves covered)."""
+        give_up = arrived + SETTLE_MAX_S
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                until = min(state.last_arrival + SETTLE_QUIET_S, give_up)
+            if now >= until:
+                return
+            time.sleep(until - now)
 
     def _prune(self, repo, rule, message, arrived) -> Report:
         deadline = arrived + self.settings.deadline_s
