@@ -225,7 +225,7 @@ def test_a_repository_is_listed_once_even_when_its_messages_span_batches(
     # A message counts as seen by a listing only when published before it by more than the
     # clock skew allowed between Pub/Sub and this machine. Here both share one clock and the
     # pushes are milliseconds old, so the margin goes; in the field they are minutes old.
-    monkeypatch.setattr(operate, "CLOCK_SKEW_S", 0.0)
+    monkeypatch.setattr(operate.drain, "CLOCK_SKEW_S", 0.0)
     ids = publish(pubsub, *[insert(registry, "app1", "p/app")] * 5)
 
     code, out, _ = drain(capsys, "--batch", "1")
