@@ -2,17 +2,18 @@
 
 The steps form a graph (tag check → tag removal → digest delete → the children's and artifacts'
 deletes) and a fixed pool of workers runs whatever is ready, so the run takes about as many
-request waves as the graph's shape allows. Only the scheduling thread touches the bookkeeping.
+request waves as the graph's shape allows. Each worker settles the task it finished and takes
+the next itself, under one lock; only the requests run outside it. (A separate scheduling
+thread cost two thread hand-offs a request, and left workers idle while it caught up.)
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cleaner.errors import CleanerError, PermissionDenied
@@ -86,7 +87,9 @@ class _Run:
         self.repo = plan.repository
         self.tasks = self._build(plan.steps)
         self.ready: list[tuple[int, int, _Task]] = []
-        self.done: queue.Queue = queue.Queue()
+        self.lock = threading.Condition()  # guards all of the bookkeeping below
+        self.in_flight = 0
+        self.broken: BaseException | None = None  # the bookkeeping itself failed
         self.started_units: set[str] = set()
         self.dead_units: dict[str, str] = {}
         self.left = len(self.tasks)
@@ -126,27 +129,52 @@ class _Run:
         return tasks
 
     def go(self) -> None:
-        for task in self.tasks:
-            if task.waits == 0:
-                self._ready(task)
-        with ThreadPoolExecutor(self.x.workers, thread_name_prefix="delete") as pool:
-            in_flight = 0
-            while self.left > 0:
-                while self.ready and in_flight < self.x.workers:
-                    task = heapq.heappop(self.ready)[2]
-                    if self._admit(task):
-                        pool.submit(self._work, task)
-                        in_flight += 1
-                if in_flight == 0:
-                    if not self.ready:
-                        break
-                    continue
-                task, result = self.done.get()
-                in_flight -= 1
-                self._finish(task, result)
+        with self.lock:
+            for task in self.tasks:
+                if task.waits == 0:
+                    self._ready(task)
+        count = min(self.x.workers, len(self.tasks))
+        workers = [threading.Thread(target=self._worker, name=f"delete-{i}") for i in range(count)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if self.broken is not None:
+            raise self.broken
+
+    def _worker(self) -> None:
+        done = None
+        while True:
+            with self.lock:
+                try:
+                    if done is not None:
+                        self.in_flight -= 1
+                        self._finish(*done)
+                    task = self._next()
+                except BaseException as exc:  # stop every worker, and let go() raise it
+                    self.broken = self.broken or exc
+                    task = None
+                if task is None:
+                    self.lock.notify_all()
+                    return
+                self.in_flight += 1
+            done = (task, self._work(task))
+
+    def _next(self) -> _Task | None:
+        """The most urgent task that may start; None once nothing runs and nothing is ready."""
+        while self.broken is None:
+            while self.ready:
+                task = heapq.heappop(self.ready)[2]
+                if self._admit(task):
+                    return task
+            if self.in_flight == 0:
+                return None
+            self.lock.wait()
+        return None
 
     def _ready(self, task: _Task) -> None:
         heapq.heappush(self.ready, (task.order, id(task), task))
+        self.lock.notify()
 
     def _admit(self, task: _Task) -> bool:
         """Start a task, or settle it at once: no request needed, or it may not run."""
@@ -168,14 +196,13 @@ class _Run:
         self._hold(task, reason)
         return False
 
-    def _work(self, task: _Task) -> None:
+    def _work(self, task: _Task):
         try:
-            result = self._request(task)
+            return self._request(task)
         except CleanerError as exc:
-            result = exc
-        except Exception as exc:  # a library error must not hang the scheduler
-            result = CleanerError(f"{type(exc).__name__}: {exc}")
-        self.done.put((task, result))
+            return exc
+        except Exception as exc:  # a library error must not stop the run
+            return CleanerError(f"{type(exc).__name__}: {exc}")
 
     def _request(self, task: _Task):
         client = self.x.client
