@@ -61,10 +61,14 @@ def test_prunes_of_one_repository_at_once_end_as_planned(gcr, runs):
     gcr.server.faults.latency_ms = 2  # long enough for the runs to interleave request by request
     planned = {s.digest for s in quick_pruner(gcr).plan(gcr.repo(PATH), KEEP_TWO).steps}
     pruners = [quick_pruner(gcr, CLEANER_CONCURRENCY="4") for _ in range(runs)]
-    start = threading.Barrier(runs)
+    # Every run's listing is answered only once all runs have asked: they all list the same
+    # repository, then race each other through the deletions.
+    listed = threading.Barrier(runs, timeout=10)
+    gcr.server.faults.before_hooks.append(
+        lambda method, path, registry: path.endswith("/tags/list") and listed.wait()
+    )
 
     def prune(pruner):
-        start.wait()
         return pruner.prune(gcr.repo(PATH), KEEP_TWO)
 
     with ThreadPoolExecutor(runs) as pool:

@@ -148,19 +148,21 @@ def test_a_429_without_retry_after_backs_off_and_halves_the_concurrency(gcr):
 def test_an_answer_slower_than_the_timeout_is_retried(gcr, method):
     env = loaded(gcr)
     path = "/manifests/sha256:" if method == "DELETE" else "/manifests/"
-    env.server.faults.add_rule(method=method, path=path, action="delay", delay_s=0.25)
+    env.server.faults.add_rule(method=method, path=path, action="delay", delay_s=0.5)
     pruner = quick_pruner(env)
-    pruner.client.http.timeout = (0.15, 0.15)
+    pruner.client.http.timeout = (0.3, 0.3)
     # The retry goes out after the slow answer was handled, so the order is certain.
-    pruner.client.http.sleep = lambda _: time.sleep(0.3)
+    pruner.client.http.sleep = lambda _: time.sleep(0.4)
     report = pruner.prune(env.repo(), RULE)
-    assert env.server.faults.injected["delay"] == 1
+    slow = [e for e in env.requests(method) if e["end"] - e["start"] >= 0.5]
+    assert len(slow) == 1
     assert report.ok
     assert_planned_state(env)
     if method == "DELETE":
         # The registry finished the slow delete after the client gave up; the retry found it
         # gone. It is reported as already gone, not as deleted by this run.
-        assert len(report.outcome.gone) == 1
+        digest = slow[0]["path"].rsplit("/", 1)[1]
+        assert digest in report.outcome.gone and digest not in report.outcome.deleted
     assert_reported(env, ALL, report.outcome)
 
 
