@@ -305,22 +305,33 @@ push_envelopes = st.fixed_dictionaries(
 )
 
 
+CE_ATTRIBUTES = {
+    "id": "1",
+    "source": "//pubsub.googleapis.com/projects/p/topics/gcr",
+    "specversion": "1.0",
+    "type": PUBSUB_TYPE,
+}
+
+
+def delivery(body: dict, mode: str) -> tuple[bytes, dict]:
+    """The HTTP body and headers of ``body`` delivered as Pub/Sub push, or a binary or
+    structured CloudEvent from Eventarc."""
+    if mode == "binary":
+        headers = {f"ce-{k}": v for k, v in CE_ATTRIBUTES.items()}
+        return json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
+    if mode == "structured":
+        event = {**CE_ATTRIBUTES, "datacontenttype": "application/json", "data": body}
+        return json.dumps(event).encode(), {"Content-Type": "application/cloudevents+json"}
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
 @examples(300)
-@given(push_envelopes, st.sampled_from(["push", "binary"]))
+@given(push_envelopes, st.sampled_from(["push", "binary", "structured"]))
 def test_whole_push_envelopes_are_acknowledged_without_registry_traffic(served, body, mode):
     env, server = served
     before = len(_function_lines(server))
-    headers = {"Content-Type": "application/json"}
-    if mode == "binary":
-        headers.update(
-            {
-                "ce-id": "1",
-                "ce-source": "//pubsub.googleapis.com/projects/p/topics/gcr",
-                "ce-specversion": "1.0",
-                "ce-type": PUBSUB_TYPE,
-            }
-        )
-    response = requests.post(server.url, data=json.dumps(body), headers=headers, timeout=30)
+    data, headers = delivery(body, mode)
+    response = requests.post(server.url, data=data, headers=headers, timeout=30)
     assert response.status_code == 200, (response.status_code, server.lines_text()[-2000:])
     assert env.server.log.entries() == []
     lines = _function_lines(server)[before:]
