@@ -282,6 +282,8 @@ def _check_run(env: Env, expected, before: dict, report) -> bool:
     assert not set(out.deleted) & set(out.gone), "one digest counted twice"
     assert out.kept == [], f"a delete was refused: {out.kept}"
     assert not {d for d, _ in out.failed} & vanished, "a failed delete happened after all"
+    tags_after = {t for entry in after.values() for t in entry["tags"]}
+    assert not set(out.tags_removed) & tags_after, "a tag counted as removed is still there"
     finished = report.ok and not out.retry
     if finished:
         assert vanished == set(planned), "a finished run did not reach the planned state"
