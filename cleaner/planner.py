@@ -26,7 +26,7 @@ KEEP, DELETE, PENDING = "keep", "delete", "pending"
 UNKNOWN_SUBJECT = "unknown"  # never a digest, so never in the repository
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     digest: str
     role: str  # image | index | child | artifact
@@ -38,7 +38,7 @@ class Decision:
     owner: str | None = None  # a child's index, an artifact's subject
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """Delete one manifest: re-check and remove ``tags``, then the digest, after ``after``."""
 
@@ -98,10 +98,11 @@ class _Graph:
 
     def __init__(self, listing: Listing, facts, loose_tags):
         self.entries: dict[str, Manifest] = listing.manifests
-        self.tags = {d: set(m.tags) for d, m in self.entries.items()}
+        # The listing's own sorted tuples: a set per manifest would cost 200 bytes each.
+        self.tags = {d: m.tags for d, m in self.entries.items()}
         for tag, digest in loose_tags.items():
             if digest in self.tags:
-                self.tags[digest].add(tag)
+                self.tags[digest] = tuple(sorted({*self.tags[digest], tag}))
         self.dangling = sorted(t for t, d in loose_tags.items() if d is None)
         self.children: dict[str, list[str]] = {}
         self.parents: dict[str, set[str]] = defaultdict(set)
@@ -238,6 +239,8 @@ class _Planner:
         return self.rule.keep or 0
 
     def _in_use(self, digest: str) -> str | None:
+        if not self.in_use:
+            return None
         for candidate in [digest, *self.g.descendants(digest)]:
             if candidate in self.in_use:
                 return self.in_use[candidate]
@@ -277,7 +280,8 @@ class _Planner:
             progress = [a for a in pending if self._artifact_ready(a)]
             for artifact in progress:
                 self._decide_artifact(artifact)
-            pending = [a for a in pending if a not in progress]
+            decided = set(progress)
+            pending = [a for a in pending if a not in decided]
             if not progress:
                 for artifact in pending:  # a cycle cannot come from content digests; be safe
                     self._set(artifact, KEEP, "artifact whose subject could not be decided")
