@@ -125,6 +125,8 @@ class Pruner:
         loose = self._loose_tags(repo, listing)
         in_use = self.in_use(repo, listing) if self.in_use else {}
         plan = make_plan(listing, facts, rule, now_ms, in_use=in_use, loose_tags=loose)
+        if not log.isEnabledFor(logging.DEBUG):  # spare a line and a dict per manifest
+            return plan
         for decision in plan.decisions:
             log.debug(
                 f"{decision.action} {decision.digest[:19]}: {decision.reason}",
