@@ -15,14 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cleaner import event as events
 from cleaner.errors import CleanerError
 from cleaner.logs import fields
 from cleaner.policy import Policy, load_policy
-from cleaner.prune import Pruner, Report
 from cleaner.reference import Repository
 from cleaner.settings import Settings
+
+if TYPE_CHECKING:
+    # The pruning machinery (registry client, HTTP, planner, executor) is imported when the
+    # first message needs it, not at start: a cold instance is ready to serve sooner.
+    from cleaner.prune import Pruner, Report
 
 log = logging.getLogger("cleaner.function")
 # Pub/Sub's publish time and this instance's clock may disagree a little.
@@ -163,6 +168,8 @@ class Function:
             )
             if exc.transient:
                 raise
+            from cleaner.prune import Report
+
             return Report(repo, rule, self.settings.dry_run, error=str(exc))
         log_summary(report)
         if report.outcome is not None and report.outcome.retry:
