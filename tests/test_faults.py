@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cleaner.errors import AuthError, ConfigError, TransientError
+from cleaner.errors import AuthError, CleanerError, ConfigError, TransientError
 from cleaner.executor import Executor
 from cleaner.function import Function, RetryLater, from_env
 from cleaner.http import Http
@@ -292,7 +292,7 @@ def test_a_listing_page_failing_in_the_middle_deletes_nothing(ar, answer):
     ar.load(PAGED)
     hook, seen = fail_from_the_second_page(answer)
     ar.server.faults.before_hooks.append(hook)
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(CleanerError) as caught:  # transient, refused or denied, by status
         quick_pruner(ar).prune(ar.repo(), rule(keep=1, grace="0"))
     assert len(seen) >= 2
     assert "p/app" in str(caught.value)
@@ -315,7 +315,7 @@ def test_an_index_that_cannot_be_read_stops_the_repository(gcr):
     env = loaded(gcr)
     i1 = env.aliases["i1"]
     env.server.faults.add_rule(method="GET", path=f"/manifests/{i1}", status=403, times=-1)
-    with pytest.raises(Exception, match="nothing is deleted"):
+    with pytest.raises(CleanerError, match="nothing is deleted"):
         quick_pruner(env).prune(env.repo(), RULE)
     assert env.requests("DELETE") == []
 
