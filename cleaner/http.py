@@ -169,7 +169,9 @@ class Http:
         self.throttles = 0
         self._lock = threading.Lock()
 
-    def send(self, method: str, url: str, *, purpose: str, **kwargs) -> requests.Response:
+    def send(
+        self, method: str, url: str, *, purpose: str, **kwargs
+    ) -> connections.Response | requests.Response:
         """Send a request; retry 429, 5xx, timeouts and resets; return any other answer."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", False)
