@@ -33,7 +33,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
 
 soak: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/test_faults_random.py --seeds 2000 -n 2
+	$(VENV)/bin/python scripts/soak.py --seeds 2000 --jobs 2
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .hypothesis .ruff_cache
