@@ -518,7 +518,7 @@ def test_the_default_deadline_leaves_a_margin_before_the_540_s_limit():
 
 # --- bad configuration is refused at start, naming the key and the fix -------------------------
 
-SECRET = "ya29.secret-value"
+SECRET = "fake-google-secret-value"
 BAD_SETTINGS = {
     "concurrency zero": ("CLEANER_CONCURRENCY", "0", "1–64"),
     "concurrency a word": ("CLEANER_CONCURRENCY", "ten", "1–64"),

@@ -14,7 +14,7 @@ from localcloudrun import LATEST, CloudRunServer
 P, REGION = "proj", "us-central1"
 REPO = "us-docker.pkg.dev/proj/apps/web"
 D1, D2, D3 = ("sha256:" + c * 64 for c in "abc")
-TOKEN = "ya29.local-test-token"
+TOKEN = "fake-google-local-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

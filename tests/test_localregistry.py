@@ -19,7 +19,7 @@ from localregistry import Registry, RegistryError, RegistryServer, Rule, media, 
 from localregistry.__main__ import main as cli_main
 
 ACCEPT_ALL = ", ".join(media.ALL_TYPES)
-GOOGLE_TOKEN = "ya29.test-access-token"
+GOOGLE_TOKEN = "fake-google-test-access-token"
 DAY_MS = 86_400_000
 
 

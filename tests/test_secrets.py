@@ -27,7 +27,7 @@ from cleaner.settings import Settings
 from tests.harness import rule
 from tests.test_messages_fuzz import captured_logs, message_event
 
-GOOGLE_TOKEN = "ya29.SECRET-google-7f3a9c"
+GOOGLE_TOKEN = "fake-google-SECRET-7f3a9c"
 REPOSITORY = {
     "p/app": [
         {"name": "n1", "tags": ["v3"], "uploaded": "-1d"},
