@@ -221,7 +221,7 @@ def _parse_text(text: str, source: str) -> Any:
         f"{source} is nested too deeply to be a policy; write a mapping with a 'rules' list"
     )
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=functools.partial(_unique_pairs, source))
     except ValueError:
         pass
     except RecursionError:  # both parsers recurse per level of nesting
@@ -229,11 +229,60 @@ def _parse_text(text: str, source: str) -> Any:
     import yaml  # only when the text is not JSON: PyYAML costs cold-start time
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
+    except _DuplicateYamlKey as dup:
+        raise _duplicate_key(source, dup.key, f" (line {dup.line})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is neither JSON nor valid YAML: {exc}") from None
     except RecursionError:
         raise too_deep from None
+
+
+def _duplicate_key(source: str, key: Any, where: str = "") -> ConfigError:
+    return ConfigError(
+        f"{source}: the key {key!r} appears more than once in the same mapping{where}; "
+        "keep one of them (otherwise the last one would silently win)"
+    )
+
+
+def _unique_pairs(source: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _duplicate_key(source, key)
+        result[key] = value
+    return result
+
+
+class _DuplicateYamlKey(Exception):
+    def __init__(self, key: Any, line: int):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """A SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # "<<" merges; keys it brings in may be overridden
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        duplicate = key in seen
+                        seen.add(key)
+                    except TypeError:  # unhashable: the base class refuses it
+                        continue
+                    if duplicate:
+                        raise _DuplicateYamlKey(key, key_node.start_mark.line + 1)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def parse_rule(raw: Any, key: str, position: int = 0) -> Rule:

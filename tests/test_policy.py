@@ -484,3 +484,35 @@ def test_format_duration_reads_back(seconds, text):
 
 def test_format_duration_shows_the_two_largest_units():
     assert format_duration(694861) == "1w1d"
+
+
+# --- duplicate keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("rules:\n  - repository: gcr.io/p/app\n    keep: 10\n    keep: 1\n", "keep", 4),
+        (
+            "rules:\n  - repository: gcr.io/p/a\n    keep: 1\nrules:\n  - repository: gcr.io/p/b\n"
+            "    keep: 2\n",
+            "rules",
+            4,
+        ),
+        ('{"rules": [{"repository": "gcr.io/p/app", "keep": 10, "keep": 1}]}', "keep", None),
+        ('{"rules": [{"repository": "gcr.io/p/a", "keep": 1}], "rules": []}', "rules", None),
+    ],
+)
+def test_duplicate_keys_are_refused(text, key, line):
+    with pytest.raises(ConfigError) as caught:
+        load_policy(text, source="policy.yaml")
+    message = str(caught.value)
+    assert message.startswith("policy.yaml: ")
+    assert f"'{key}' appears more than once" in message and "keep one" in message
+    if line is not None:
+        assert f"(line {line})" in message
+
+
+def test_yaml_merge_keys_may_still_be_overridden():
+    text = "rules:\n  - <<: {keep: 3}\n    repository: gcr.io/p/app\n    keep: 5\n"
+    assert load_policy(text).rules[0].keep == 5
