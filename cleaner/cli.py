@@ -100,8 +100,14 @@ def load_cli_policy(path: str | None) -> Policy | None:
                 return load_policy(handle.read(), source=path)
         except OSError as exc:
             raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(_not_utf8(path, exc)) from None
     text = os.environ.get("CLEANER_CONFIG", "")
     return load_policy(text) if text.strip() else None
+
+
+def _not_utf8(source: str, exc: UnicodeDecodeError) -> str:
+    return f"{source} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8"
 
 
 def rule_for(repo: Repository, policy: Policy | None, args) -> Rule | None:
@@ -152,7 +158,11 @@ def check_config(args) -> int:
     import json
 
     if args.file == "-":
-        policy = load_policy(sys.stdin.read(), source="standard input")
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(_not_utf8("standard input", exc)) from None
+        policy = load_policy(text, source="standard input")
     else:
         policy = load_cli_policy(args.file)
     matches = []

@@ -97,6 +97,9 @@ def check_host(host: str) -> str:
             f"{host!r} is not a registry host; expected lower-case DNS labels and an optional "
             "port, e.g. gcr.io or us-docker.pkg.dev"
         )
+    _, colon, port = host.partition(":")
+    if colon and not 1 <= int(port) <= 65535:
+        raise BadReference(f"{host!r} has port {port}; a port must be 1–65535")
     return host
 
 

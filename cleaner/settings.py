@@ -102,6 +102,7 @@ def parse_endpoints(text: str) -> dict[str, str]:
                 f"CLEANER_REGISTRY_ENDPOINTS: the URL for {host!r} carries a user name or "
                 "password; give a bare scheme://host[:port], credentials come from Google"
             )
+        _check_port(url, "CLEANER_REGISTRY_ENDPOINTS", f" (for {host!r})")
         parts = _split(url)
         if not sep or not host or parts is None or parts.scheme not in ("http", "https"):
             raise ConfigError(
@@ -150,10 +151,21 @@ def _url(get, name: str) -> str:
     raw = get(name).rstrip("/")
     if "@" in raw:  # user:password@ would reach logs and errors; never echo it
         raise ConfigError(f"{name}: give a bare http(s) URL, with no user name or password")
+    _check_port(raw, name)
     parts = _split(raw)
     if parts is None or parts.scheme not in ("http", "https"):
         raise ConfigError(f"{name}: {raw!r} is not an http(s) URL; write e.g. https://HOST")
     return raw
+
+
+_PORT_RE = re.compile(r"^[^/?#]*://[^/?#]*:([0-9]+)(?:[/?#]|$)")
+
+
+def _check_port(url: str, name: str, where: str = "") -> None:
+    """Name a numeric port outside 1–65535, which urlsplit would only call malformed."""
+    match = _PORT_RE.match(url)
+    if match and not 1 <= int(match.group(1)) <= 65535:
+        raise ConfigError(f"{name}: port {match.group(1)}{where} is out of range; use 1–65535")
 
 
 def _split(url: str):

@@ -1,0 +1,59 @@
+"""Small command-line and message fixes: clean exits instead of tracebacks, honest help texts,
+JSON on every outcome, and grammar."""
+
+from __future__ import annotations
+
+import pytest
+
+from cleaner import cli
+from cleaner.errors import BadReference, ConfigError
+from cleaner.reference import Repository
+from cleaner.settings import parse_endpoints
+
+# --- exit 2 with a message, not a traceback ---------------------------------------------------
+
+
+@pytest.fixture
+def no_cloud(monkeypatch):
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    monkeypatch.setenv("GOOGLE_OAUTH_ACCESS_TOKEN", "x")
+    for name in ("CLEANER_CONFIG", "CLEANER_REGISTRY_ENDPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("command", ["prune", "check-config"])
+def test_a_policy_file_that_is_not_utf8_is_a_config_error(tmp_path, capsys, no_cloud, command):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"rules:\n  - repository: \xff\xfe\x00\n")
+    argv = ["prune", "gcr.io/p/app", "--config", str(path)] if command == "prune" else []
+    argv = argv or ["check-config", str(path)]
+
+    assert cli.main(argv) == cli.USAGE
+    err = capsys.readouterr().err
+    assert str(path) in err and "not UTF-8" in err
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_a_repository_port_outside_the_range_is_a_bad_reference(port):
+    with pytest.raises(BadReference, match=f"port {port}; a port must be 1–65535"):
+        Repository.parse(f"gcr.io:{port}/p/app")
+
+
+def test_repository_ports_at_the_edges_are_accepted():
+    assert Repository.parse("localhost:1/p/app").host == "localhost:1"
+    assert Repository.parse("localhost:65535/p/app").host == "localhost:65535"
+
+
+def test_prune_with_a_bad_port_exits_2(capsys, no_cloud):
+    assert cli.main(["prune", "gcr.io:99999/p/app", "--keep", "1"]) == cli.USAGE
+    assert "port 99999" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://[::1]:70000"]
+)
+def test_an_endpoint_port_outside_the_range_is_named(url):
+    port = url.rsplit(":", 1)[1]
+    with pytest.raises(ConfigError, match=f"port {port} .*out of range; use 1–65535"):
+        parse_endpoints(f"gcr.io={url}")
