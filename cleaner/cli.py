@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a policy; show the rule for a path")
     check.add_argument("file", help="the policy file (YAML or JSON); - reads standard input")
-    check.add_argument("repository", nargs="*", help="repository paths to match against it")
+    check.add_argument(
+        "repository", nargs="*", default=[], help="repository paths to match against it"
+    )
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     from cleaner import operate
@@ -93,13 +95,14 @@ def _log_level(args) -> str:
     return {0: "WARNING", 1: "INFO"}.get(getattr(args, "verbose", 0), "DEBUG")
 
 
-def load_cli_policy(path: str | None) -> Policy | None:
+def load_cli_policy(path: str | None, flag: str = "--config") -> Policy | None:
     if path:
         try:
             with open(path, encoding="utf-8") as handle:
                 return load_policy(handle.read(), source=path)
         except OSError as exc:
-            raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+            prefix = f"{flag}: " if flag else ""
+            raise ConfigError(f"{prefix}cannot read {path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(_not_utf8(path, exc)) from None
     text = os.environ.get("CLEANER_CONFIG", "")
@@ -157,19 +160,13 @@ def prune(args) -> int:
 def check_config(args) -> int:
     import json
 
-    if args.file == "-":
-        try:
-            text = sys.stdin.read()
-        except UnicodeDecodeError as exc:
-            raise ConfigError(_not_utf8("standard input", exc)) from None
-        policy = load_policy(text, source="standard input")
-    else:
-        policy = load_cli_policy(args.file)
-    matches = []
-    for text in args.repository:
-        repo = Repository.parse(text)
-        rule = policy.rule_for(repo)
-        matches.append((repo, rule))
+    try:
+        policy, matches = _checked_config(args)
+    except (ConfigError, BadReference) as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"valid": False, "error": str(exc)}, indent=2))
+        return USAGE
     if args.json:
         print(
             json.dumps(
@@ -196,3 +193,24 @@ def check_config(args) -> int:
         else:
             print(f"{repo}: rules[{rule.position}] {rule.repository} ({rule.describe()})")
     return OK
+
+
+def _checked_config(args) -> tuple[Policy, list[tuple[Repository, Rule | None]]]:
+    """The policy and the rule for each repository; settings the function would refuse at start
+    (Settings.from_env) are refused here too, with the same message."""
+    Settings.from_env()
+    if args.file == "-":
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(_not_utf8("standard input", exc)) from None
+        policy = load_policy(text, source="standard input")
+    elif not args.file:
+        raise ConfigError("check-config: give a policy file, or - for standard input")
+    else:
+        policy = load_cli_policy(args.file, flag="")
+    matches = []
+    for text in args.repository:
+        repo = Repository.parse(text)
+        matches.append((repo, policy.rule_for(repo)))
+    return policy, matches

@@ -3,6 +3,8 @@ JSON on every outcome, and grammar."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cleaner import cli
@@ -57,3 +59,63 @@ def test_an_endpoint_port_outside_the_range_is_named(url):
     port = url.rsplit(":", 1)[1]
     with pytest.raises(ConfigError, match=f"port {port} .*out of range; use 1–65535"):
         parse_endpoints(f"gcr.io={url}")
+
+
+# --- check-config -----------------------------------------------------------------------------
+
+VALID = "rules:\n  - repository: gcr.io/p/app\n    keep: 2\n"
+
+
+def test_check_config_refuses_settings_the_function_would_refuse(
+    tmp_path, capsys, monkeypatch, no_cloud
+):
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID)
+    monkeypatch.setenv("CLEANER_CONCURRENCY", "0")
+    from cleaner.settings import Settings
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env()
+
+    assert cli.main(["check-config", str(path)]) == cli.USAGE
+    assert capsys.readouterr().err == f"error: {refused.value}\n"
+
+
+def test_check_config_json_on_an_invalid_policy_prints_json(tmp_path, capsys, no_cloud):
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules: []\n")
+
+    assert cli.main(["check-config", str(path), "--json"]) == cli.USAGE
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is False and "'rules' must be a non-empty list" in out["error"]
+
+
+def test_check_config_json_on_a_bad_repository_prints_json(tmp_path, capsys, no_cloud):
+    path = tmp_path / "policy.yaml"
+    path.write_text(VALID)
+
+    assert cli.main(["check-config", str(path), "gcr.io/p/App", "--json"]) == cli.USAGE
+    assert json.loads(capsys.readouterr().out)["valid"] is False
+
+
+def test_check_config_usage_requires_only_the_file(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["check-config"])
+    assert exited.value.code == cli.USAGE
+    err = capsys.readouterr().err
+    assert "required: file\n" in err and "repository" not in err.splitlines()[-1]
+
+
+def test_check_config_missing_file_names_no_config_flag(tmp_path, capsys, no_cloud):
+    missing = tmp_path / "missing.yaml"
+
+    assert cli.main(["check-config", str(missing)]) == cli.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {missing}: ") and "--config" not in err
+
+
+def test_prune_missing_config_still_names_the_flag(tmp_path, capsys, no_cloud):
+    missing = tmp_path / "missing.yaml"
+
+    assert cli.main(["prune", "gcr.io/p/app", "--config", str(missing)]) == cli.USAGE
+    assert f"--config: cannot read {missing}: " in capsys.readouterr().err
