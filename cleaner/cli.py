@@ -152,7 +152,13 @@ def prune(args) -> int:
         result = pruner.prune(repo, rule, dry_run=dry_run)
     except CleanerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if args.json:  # a script reading stdout gets an answer on failure too
+            print(render.failure_json(repo, rule, dry_run, exc))
         return FAILED
+    if args.verbose:
+        from cleaner.function import log_summary
+
+        log_summary(result)  # the function's one-line summary, on stderr
     print(render.to_json(result) if args.json else render.table(result))
     return OK if result.ok else FAILED
 

@@ -156,3 +156,15 @@ def _decision(d: Decision, now_ms: int) -> dict:
 
 def to_json(report: Report) -> str:
     return json.dumps(as_dict(report), indent=2)
+
+
+def failure_json(repository, rule, dry_run: bool, error: Exception) -> str:
+    """What ``prune --json`` prints when the run stopped before a report (listing, auth)."""
+    data = {
+        "repository": str(repository),
+        "rule": {"repository": rule.repository, "policy": rule.describe()},
+        "dry_run": dry_run,
+        "ok": False,
+        "error": str(error),
+    }
+    return json.dumps(data, indent=2)

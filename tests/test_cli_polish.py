@@ -119,3 +119,56 @@ def test_prune_missing_config_still_names_the_flag(tmp_path, capsys, no_cloud):
 
     assert cli.main(["prune", "gcr.io/p/app", "--config", str(missing)]) == cli.USAGE
     assert f"--config: cannot read {missing}: " in capsys.readouterr().err
+
+
+# --- prune: JSON on failure, the summary with -v ----------------------------------------------
+
+
+@pytest.fixture
+def app(gcr):
+    gcr.load(
+        {"p/app": [{"name": f"d{i}", "tags": [f"t{i}"], "uploaded": f"-{i}d"} for i in (1, 2, 3)]}
+    )
+    return gcr
+
+
+def test_prune_json_on_a_missing_repository_prints_json(app):
+    from tests.test_cli import run
+
+    result = run(app, "prune", "gcr.io/p/nothing-here", "--keep", "1", "--json")
+
+    assert result.returncode == 1
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and answer["repository"] == "gcr.io/p/nothing-here"
+    assert answer["error"] and answer["error"] in result.stderr
+
+
+def test_prune_json_on_an_auth_failure_prints_json(app):
+    from tests.test_cli import run
+
+    app.server.auth.configure(accepted_access_tokens=["another-token"])
+    result = run(app, "prune", "gcr.io/p/app", "--keep", "1", "--json")
+
+    assert result.returncode == 1
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False and "refused the Google credentials" in answer["error"]
+
+
+def test_prune_verbose_logs_the_function_summary(app):
+    from tests.test_cli import run
+
+    result = run(app, "prune", "gcr.io/p/app", "--keep", "1", "-v")
+
+    assert result.returncode == 0, result.stderr
+    assert "pruned gcr.io/p/app: kept 1 of 3 images, deleted 2 manifests, 0 failed" in (
+        result.stderr
+    )
+    assert "pruned gcr.io/p/app" not in result.stdout
+
+
+def test_prune_without_verbose_logs_no_summary(app):
+    from tests.test_cli import run
+
+    result = run(app, "prune", "gcr.io/p/app", "--keep", "1")
+
+    assert result.returncode == 0 and "pruned gcr.io/p/app" not in result.stderr
