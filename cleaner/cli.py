@@ -55,7 +55,8 @@ def _policy_flags(parser: argparse.ArgumentParser) -> None:
         "--keep-tag",
         action="append",
         metavar="PATTERN",
-        help="protect tags matching PATTERN (glob, or re:REGEX); repeatable",
+        help="protect tags matching PATTERN (glob, or re:REGEX); repeatable; replaces the "
+        "rule's keep_tags",
     )
     parser.add_argument("--grace", metavar="DURATION", help="keep images younger than this")
 

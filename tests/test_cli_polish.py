@@ -172,3 +172,57 @@ def test_prune_without_verbose_logs_no_summary(app):
     result = run(app, "prune", "gcr.io/p/app", "--keep", "1")
 
     assert result.returncode == 0 and "pruned gcr.io/p/app" not in result.stderr
+
+
+# --- grammar ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0s ago"), (45, "45s ago"), (59, "59s ago"), (60, "1m ago"), (3599, "59m ago")],
+)
+def test_ages_under_a_minute_show_seconds(seconds, text):
+    from cleaner.report import age
+
+    assert age(1_000_000 - seconds * 1000, 1_000_000) == text
+
+
+def test_plural():
+    from cleaner.report import plural
+
+    assert [plural(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert plural(1, "repository", "repositories") == "1 repository"
+    assert plural(3, "repository", "repositories") == "3 repositories"
+
+
+def test_one_of_each_is_singular_in_the_prune_table(app):
+    from tests.test_cli import run
+
+    app.load({"p/one": [{"name": "d1", "tags": ["t1"], "uploaded": "-1d"}]})
+    result = run(app, "prune", "gcr.io/p/app", "--keep", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Plan: 3 images; keep 2, delete 1" in result.stdout
+    assert "Done: 1 manifest deleted, 1 tag removed," in result.stdout
+
+    result = run(app, "prune", "gcr.io/p/one", "--keep", "0", "--grace", "0s", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Plan: 1 image; keep 1, delete 0" in result.stdout  # allow_empty is not set
+
+
+def test_operate_totals_say_one_repository():
+    from cleaner.operate.common import Row, Status, totals_line
+
+    line = totals_line([Row("gcr.io/p/app", Status.PRUNED, deleted=1)], dry_run=False)
+    assert line.startswith("1 repository: ") and "1 manifest deleted" in line
+    line = totals_line([Row("gcr.io/p/app", Status.PLANNED, deleted=1)], dry_run=True)
+    assert "1 manifest would be deleted" in line
+
+
+# --- help -------------------------------------------------------------------------------------
+
+
+def test_keep_tag_help_says_it_replaces_the_rules_keep_tags(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["prune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "replaces the rule's keep_tags" in help_text
