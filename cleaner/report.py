@@ -20,10 +20,17 @@ def human_bytes(size: int) -> str:
     return f"{size} B"
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 image``, ``2 images``; ``nouns`` for irregular plurals (repository, repositories)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def age(uploaded_ms: int | None, now_ms: int) -> str:
     if uploaded_ms is None:
         return "unknown"
     seconds = max(0, now_ms - uploaded_ms) // 1000
+    if seconds < 60:
+        return f"{seconds}s ago"
     if seconds < 3600:
         return f"{seconds // 60}m ago"
     if seconds < 2 * 86400:
@@ -72,7 +79,7 @@ def summary_line(report: Report) -> str:
     plan = report.plan
     deleted, pending = plan.count(DELETE), plan.count(PENDING)
     text = (
-        f"Plan: {plan.images} images; keep {plan.count(KEEP)}, delete {deleted}"
+        f"Plan: {plural(plan.images, 'image')}; keep {plan.count(KEEP)}, delete {deleted}"
         f" ({human_bytes(plan.reclaimable_bytes)})"
     )
     if pending:
@@ -85,7 +92,8 @@ def summary_line(report: Report) -> str:
 def outcome_lines(report: Report) -> list[str]:
     out = report.outcome
     lines = [
-        f"Done: {len(out.deleted)} manifests deleted, {len(out.tags_removed)} tags removed, "
+        f"Done: {plural(len(out.deleted), 'manifest')} deleted, "
+        f"{plural(len(out.tags_removed), 'tag')} removed, "
         f"{human_bytes(out.bytes_reclaimed)} reclaimed; {len(out.gone)} already gone, "
         f"{len(out.failed)} failed."
     ]

@@ -275,7 +275,7 @@ def test_progress_writes_plain_lines_elsewhere():
     progress.close()
 
     assert log.getvalue().splitlines() == [
-        "pruning 1 repositories",
+        "pruning 1 repository",
         "[1/1] gcr.io/p/app failed: nothing deleted: HTTP 500",
     ]
 

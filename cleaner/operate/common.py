@@ -17,7 +17,7 @@ from cleaner.planner import KEEP, PENDING
 from cleaner.policy import Policy, Rule
 from cleaner.prune import Pruner, Report
 from cleaner.reference import Repository
-from cleaner.report import as_dict, human_bytes
+from cleaner.report import as_dict, human_bytes, plural
 
 # One logger for the whole package, named as before the split: log records carry the name.
 log = logging.getLogger("cleaner.operate")
@@ -234,13 +234,15 @@ def totals_line(rows: list[Row], dry_run: bool) -> str:
     if not dry_run and counts[Status.PLANNED]:
         shown.append(Status.PLANNED)  # repositories whose own rule says dry_run
     parts = [f"{counts[s]} {s}" for s in (*shown, Status.SKIPPED, Status.FAILED)]
-    text = f"{len(rows)} repositories: {', '.join(parts)}; "
+    text = f"{plural(len(rows), 'repository', 'repositories')}: {', '.join(parts)}; "
     if dry_run:
         deleted = sum(r.deleted for r in rows)
         reclaimed = human_bytes(sum(r.bytes for r in rows))
         return (
-            text + f"{deleted} manifests would be deleted ({reclaimed}). Dry run: nothing changed."
+            text + f"{plural(deleted, 'manifest')} would be deleted ({reclaimed}). "
+            "Dry run: nothing changed."
         )
     done = [r for r in rows if r.status != Status.PLANNED]  # planned rows deleted nothing
     reclaimed = human_bytes(sum(r.bytes for r in done))
-    return text + f"{sum(r.deleted for r in done)} manifests deleted, {reclaimed} reclaimed."
+    deleted = sum(r.deleted for r in done)
+    return text + f"{plural(deleted, 'manifest')} deleted, {reclaimed} reclaimed."

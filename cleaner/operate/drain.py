@@ -33,6 +33,7 @@ from cleaner.operate.common import (
 )
 from cleaner.policy import Rule
 from cleaner.reference import Repository
+from cleaner.report import plural
 from cleaner.settings import Settings
 
 SUBSCRIPTION_RE = re.compile(rf"projects/[^/\s]+/subscriptions/{PUBSUB_ID}")
@@ -269,7 +270,8 @@ class Drain:
                 group = groups.setdefault(repo, _Group(rule, first_id=item.message.message_id))
                 group.ack_ids.append(item.ack_id)
         log.info(
-            f"batch {self.tally.batches}: {len(received)} messages, {len(groups)} repositories",
+            f"batch {self.tally.batches}: {plural(len(received), 'message')}, "
+            f"{plural(len(groups), 'repository', 'repositories')}",
             extra=fields(messages=len(received), repositories=len(groups)),
         )
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="drain") as pool:

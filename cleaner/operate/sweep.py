@@ -25,6 +25,7 @@ from cleaner.operate.common import (
 from cleaner.prune import Pruner
 from cleaner.reference import Repository
 from cleaner.registry import RegistryClient
+from cleaner.report import plural
 from cleaner.settings import Settings
 
 
@@ -57,7 +58,7 @@ class Progress:
 
     def start(self, total: int) -> None:
         self.total, self.done = total, 0
-        text = f"pruning {total} repositories"
+        text = f"pruning {plural(total, 'repository', 'repositories')}"
         if self.tty:
             self._draw(text)
         else:
@@ -113,7 +114,8 @@ def discover(
             level = [r for r in below if r not in seen]
             seen.update(level)
             if progress:
-                progress.searching(f"found {len(found)} repositories under {root}")
+                found_text = plural(len(found), "repository", "repositories")
+                progress.searching(f"found {found_text} under {root}")
     return sorted(found), failed
 
 
