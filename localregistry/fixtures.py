@@ -106,6 +106,12 @@ def _check_entry(entry: dict) -> None:
     unknown = set(entry) - ENTRY_KEYS
     if unknown:
         raise ValueError(f"entry {entry['name']!r} has unknown keys {sorted(unknown)}")
+    tags = entry.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(
+            f"entry {entry['name']!r}: tags must be a list of strings, e.g. [\"latest\"], "
+            f"not {tags!r}"
+        )
     kind = entry.get("kind", "image")
     if kind not in KINDS:
         raise ValueError(f"entry {entry['name']!r}: kind must be one of {', '.join(KINDS)}")

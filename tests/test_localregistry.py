@@ -806,8 +806,18 @@ def test_load_resolves_any_order_and_builds_every_kind(reg):
         ([{"name": "i", "kind": "index", "children": ["nope"]}], "unknown or circular"),
         ([{"name": "s", "kind": "signature"}], "needs a subject"),
         ([{"name": "x", "kind": "widget"}], "kind must be"),
+        ([{"name": "x", "tags": "latest"}], "entry 'x': tags must be a list"),
+        ([{"name": "x", "tags": [1]}], "entry 'x': tags must be a list"),
     ],
-    ids=["unknown-key", "duplicate", "missing-child", "no-subject", "bad-kind"],
+    ids=[
+        "unknown-key",
+        "duplicate",
+        "missing-child",
+        "no-subject",
+        "bad-kind",
+        "tags-string",
+        "tags-not-strings",
+    ],
 )
 def test_load_refuses_bad_fixtures(reg, entries, message):
     with pytest.raises(ValueError, match=message):
