@@ -109,7 +109,7 @@ def _check_entry(entry: dict) -> None:
     tags = entry.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ValueError(
-            f"entry {entry['name']!r}: tags must be a list of strings, e.g. [\"latest\"], "
+            f'entry {entry["name"]!r}: tags must be a list of strings, e.g. ["latest"], '
             f"not {tags!r}"
         )
     kind = entry.get("kind", "image")
