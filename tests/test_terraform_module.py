@@ -413,3 +413,11 @@ def test_readme_lists_every_input_with_its_default(module: tfcheck.Module) -> No
 def test_readme_lists_every_output(module: tfcheck.Module) -> None:
     rows = readme_rows()
     assert [o for o in module.outputs if o not in rows] == []
+
+
+def test_readme_states_the_product_default_grace() -> None:
+    from cleaner.policy import DEFAULT_GRACE_S, format_duration
+
+    text = (MODULE / "README.md").read_text() + (MODULE / "variables.tf").read_text()
+    said = re.findall(r"`?grace`? \(default (\w+)\)", text)
+    assert said and set(said) == {format_duration(DEFAULT_GRACE_S)}
