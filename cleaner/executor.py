@@ -60,6 +60,9 @@ class _Task:
     final: bool = False
 
 
+DENIALS_TO_STOP = 3
+
+
 class Executor:
     def __init__(
         self,
@@ -77,7 +80,10 @@ class Executor:
     def run(self, plan: Plan) -> Outcome:
         outcome = Outcome()
         if plan.steps:
-            _Run(self, plan, outcome).go()
+            run = _Run(self, plan, outcome)
+            run.go()
+            if run.denials:  # the run ended on refusals: no later run will fare better
+                run._stop_for_denials()
         return outcome
 
 
@@ -93,6 +99,8 @@ class _Run:
         self.started_units: set[str] = set()
         self.dead_units: dict[str, str] = {}
         self.left = len(self.tasks)
+        self.denials = 0  # permission refusals in a row
+        self.last_denial = ""
 
     def _build(self, steps: list[Step]) -> list[_Task]:
         """Per step: every tag check, then (all checks passed) every untag, then the delete."""
@@ -213,9 +221,16 @@ class _Run:
         return client.delete_digest(self.repo, task.step.digest)
 
     def _finish(self, task: _Task, result) -> None:
+        if isinstance(result, PermissionDenied):
+            # One refused object may be a one-off; several in a row mean the account lacks the
+            # role, and every further request would be refused too.
+            self.denials += 1
+            self.last_denial = str(result)
+            if self.denials >= DENIALS_TO_STOP:
+                self._stop_for_denials()
+        elif not isinstance(result, Exception):
+            self.denials = 0
         if isinstance(result, Exception):
-            if isinstance(result, PermissionDenied):
-                self.out.stopped = str(result)
             if result.transient:
                 self.out.transient_failures += 1
             what = task.step.digest if task.kind == "delete" else f"tag {task.tag}"
@@ -224,6 +239,13 @@ class _Run:
             self._hold(task, f"{task.step.digest[:19]} was not deleted", record=False)
             return
         getattr(self, f"_after_{task.kind}")(task, result)
+
+    def _stop_for_denials(self) -> None:
+        if self.out.stopped is None:
+            self.out.stopped = (
+                f"stopped: {self.denials} requests in a row were refused permission (HTTP 403); "
+                f"the last: {self.last_denial}"
+            )
 
     def _after_check(self, task: _Task, digest: str | None) -> None:
         if digest != task.step.digest:

@@ -142,7 +142,10 @@ class _Graph:
         return (-(uploaded if uploaded is not None else float("inf")), digest)
 
     def image_tags(self, digest: str) -> list[str]:
-        return sorted(t for t in self.tags[digest] if not cosign_subject(t))
+        """The image's tags, its children's included: an index and its children are one
+        image, so a tag on a child (say, a per-platform tag) protects and counts for all."""
+        members = [digest, *self.descendants(digest)]
+        return sorted({t for m in members for t in self.tags[m] if not cosign_subject(t)})
 
     def descendants(self, digest: str) -> list[str]:
         seen: list[str] = []

@@ -299,7 +299,7 @@ def parse_rule(raw: Any, key: str, position: int = 0) -> Rule:
         repository=_repository_pattern(values.get("repository"), f"{key}.repository"),
         keep_tags=_tag_patterns(values.get("keep_tags", []), f"{key}.keep_tags"),
         grace_s=parse_duration(values.get("grace", "2h"), f"{key}.grace"),
-        max_age_s=_optional(values, "max_age", key, parse_duration),
+        max_age_s=_optional(values, "max_age", key, _max_age),
         untagged_only=_flag(values, "untagged_only", key),
         allow_empty=_flag(values, "allow_empty", key),
         max_deletions=_optional(values, "max_deletions", key, _count, 1),
@@ -334,6 +334,16 @@ def _with_counts(rule: Rule, values: Mapping[str, Any], key: str) -> Rule:
 
 def _optional(values, name, key, parse, *args):
     return parse(values[name], f"{key}.{name}", *args) if name in values else None
+
+
+def _max_age(value: Any, key: str) -> int:
+    seconds = parse_duration(value, key)
+    if seconds == 0:
+        raise ConfigError(
+            f"{key}: 0 would delete every image that is not protected; leave max_age out for no "
+            "age limit, or give a duration such as 30d"
+        )
+    return seconds
 
 
 def _count(value: Any, key: str, low: int) -> int:

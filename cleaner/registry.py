@@ -20,7 +20,7 @@ from cleaner.auth import Challenge, GoogleToken, check_realm, parse_challenge
 from cleaner.errors import AuthError, IncompleteListing, PermissionDenied, RegistryError
 from cleaner.http import Http
 from cleaner.model import ACCEPT, Listing, ManifestFacts
-from cleaner.reference import Repository
+from cleaner.reference import Repository, is_google_host
 
 PAGE_SIZE = 10000
 MAX_PAGES = 10000
@@ -130,8 +130,19 @@ class RegistryClient:
         lifetime = body.get("expires_in", 60)
         return token, float(lifetime) if isinstance(lifetime, int | float) else 60.0
 
+    def _check_host(self, host: str) -> None:
+        """Google credentials go to Google's registries, or to a host mapped to a local
+        endpoint on purpose; any other host is refused before a single request is made."""
+        if not is_google_host(host) and host not in self.endpoints:
+            raise AuthError(
+                f"{host} is not a Google registry (gcr.io, *.gcr.io, *-docker.pkg.dev), so it "
+                "gets no Google credentials and no request; to use a local registry, map the "
+                "host in CLEANER_REGISTRY_ENDPOINTS"
+            )
+
     def call(self, method: str, repo: Repository, url: str, *, purpose: str, **kwargs):
         """An authorised call; a 401 gets one fresh token and one more try (tokens expire)."""
+        self._check_host(repo.host)
         refused = None
         for _ in range(2):
             token = self._token(repo, refused)

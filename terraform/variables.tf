@@ -137,6 +137,13 @@ variable "rules" {
   }
 
   validation {
+    condition = alltrue([
+      for r in var.rules : r.max_age == null ? true : !can(regex("^(0|(0+[smhdw])+)$", trimspace(r.max_age)))
+    ])
+    error_message = "max_age of 0 would delete every image that is not protected; leave max_age out for no age limit, or give a duration such as 30d."
+  }
+
+  validation {
     condition = alltrue(flatten([
       for r in var.rules : [
         for p in coalesce(r.keep_tags, []) : try(trimspace(p) != "" && p != "re:", false)

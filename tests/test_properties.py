@@ -152,7 +152,10 @@ def all_tags(case) -> dict[str, set[str]]:
 
 
 def image_tags(case, d: str) -> set[str]:
-    return {t for t in all_tags(case)[d] if not cosign_subject(t)}
+    """An image's tags, its children's included: an index and its children are one image."""
+    tags = all_tags(case)
+    members = {d} | {k for k in descendants(case, d) if k in tags}
+    return {t for m in members for t in tags[m] if not cosign_subject(t)}
 
 
 def parents_of(case) -> dict[str, set[str]]:
