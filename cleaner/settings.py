@@ -102,7 +102,9 @@ def parse_endpoints(text: str) -> dict[str, str]:
                 f"CLEANER_REGISTRY_ENDPOINTS: the URL for {host!r} carries a user name or "
                 "password; give a bare scheme://host[:port], credentials come from Google"
             )
-        _check_port(url, "CLEANER_REGISTRY_ENDPOINTS", f" (for {host!r})")
+        _check_port(
+            url, "CLEANER_REGISTRY_ENDPOINTS", f" (for {host!r})", "gcr.io=http://127.0.0.1:5000"
+        )
         parts = _split(url)
         if not sep or not host or parts is None or parts.scheme not in ("http", "https"):
             raise ConfigError(
@@ -161,11 +163,14 @@ def _url(get, name: str) -> str:
 _PORT_RE = re.compile(r"^[^/?#]*://[^/?#]*:([0-9]+)(?:[/?#]|$)")
 
 
-def _check_port(url: str, name: str, where: str = "") -> None:
+def _check_port(url: str, name: str, where: str = "", example: str = "https://HOST") -> None:
     """Name a numeric port outside 1–65535, which urlsplit would only call malformed."""
     match = _PORT_RE.match(url)
     if match and not 1 <= int(match.group(1)) <= 65535:
-        raise ConfigError(f"{name}: port {match.group(1)}{where} is out of range; use 1–65535")
+        raise ConfigError(
+            f"{name}: port {match.group(1)}{where} is out of range; use 1–65535, "
+            f"write e.g. {example}"
+        )
 
 
 def _split(url: str):
