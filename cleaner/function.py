@@ -186,6 +186,8 @@ class RetryLater(CleanerError):
 
 
 def log_summary(report: Report) -> None:
+    from cleaner.report import plural  # loaded with the pruning machinery, after start
+
     plan, out = report.plan, report.outcome
     summary = {
         "repository": str(report.repository),
@@ -207,8 +209,9 @@ def log_summary(report: Report) -> None:
     verb = "planned" if report.dry_run else "pruned"
     level = logging.INFO if report.ok else logging.ERROR
     text = (
-        f"{verb} {report.repository}: kept {summary['kept']} of {summary['images']} images, "
-        f"deleted {summary['deleted']} manifests, {summary['failed']} failed"
+        f"{verb} {report.repository}: kept {summary['kept']} of "
+        f"{plural(summary['images'], 'image')}, deleted "
+        f"{plural(summary['deleted'], 'manifest')}, {summary['failed']} failed"
     )
     if out:
         for what, why in out.failed:

@@ -197,7 +197,9 @@ class Http:
             self.sleep(delay)
         status = response.status_code if failure is None else None
         raise TransientError(
-            f"{method} {_path(url)} failed {self.retries} times; last: {cause}", status=status
+            f"{method} {_path(url)} failed {self.retries} time{'s' if self.retries > 1 else ''}; "
+            f"last: {cause}",
+            status=status,
         )
 
     def _attempt(self, method, url, purpose, kwargs):
