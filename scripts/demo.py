@@ -87,7 +87,12 @@ def show(registry: Registry, title: str, names: dict[str, str]) -> None:
     )
     for digest, entry in rows:
         days = (now_ms - entry["uploaded_ms"]) / 86_400_000
-        uploaded = f"{days:.0f}d ago" if days >= 1 else f"{days * 24:.0f}h ago"
+        if days >= 1:
+            uploaded = f"{days:.0f}d ago"
+        elif days * 24 >= 1:
+            uploaded = f"{days * 24:.0f}h ago"
+        else:
+            uploaded = f"{days * 1440:.0f}m ago"
         created = datetime.fromtimestamp(entry["created_ms"] / 1000, UTC).date().isoformat()
         tags = ", ".join(sorted(entry["tags"])) or "-"
         print(
@@ -221,6 +226,14 @@ def main() -> int:
             print(f"CI pushed build-13; the gcr topic carries: {json.dumps(notification)}")
             response = deliver(url, notification)
             print(f"The function answered HTTP {response.status_code} (200 acknowledges).")
+            echoes = registry.clear_notifications()
+            server.log.clear()
+            echo = deliver(url, echoes[0])
+            print(
+                f"The prune made the registry publish {len(echoes)} DELETE notifications; "
+                f"delivering one ({json.dumps(echoes[0])}) got HTTP {echo.status_code} and "
+                f"{len(server.log.entries())} registry requests: only INSERT prunes."
+            )
         finally:
             process.terminate()
             output = process.communicate(timeout=10)[0]
@@ -231,11 +244,7 @@ def main() -> int:
                 if entry["severity"] != "DEBUG":
                     print("  " + line)
         show(registry, "After", names)
-        deleted = len(registry.clear_notifications())
-        print(
-            f"\nThe registry published {deleted} DELETE notifications (the function ignores them)."
-        )
-    return 0 if response.status_code == 200 else 1
+    return 0 if response.status_code == 200 and echo.status_code == 200 else 1
 
 
 if __name__ == "__main__":
