@@ -7,6 +7,7 @@ finish (a deletion, the listing or auth failed), 2 bad usage or configuration (n
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
@@ -84,11 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         from cleaner import operate
 
         return operate.run(args)
-    except ConfigError as exc:
+    except (ConfigError, BadReference) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return USAGE
-    except BadReference as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a machine reading stdout gets an answer too
+            print(json.dumps({"ok": False, "error": str(exc), "usage_error": True}, indent=2))
         return USAGE
 
 

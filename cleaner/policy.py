@@ -360,6 +360,10 @@ def _flag(values: Mapping[str, Any], name: str, key: str) -> bool:
 
 
 def _repository_pattern(value: Any, key: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(
+            f"{key}: {value!r} is not a repository glob; write a string, e.g. gcr.io/my-project/**"
+        )
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
             f"{key} is missing; name the repositories the rule covers, e.g. gcr.io/my-project/**"

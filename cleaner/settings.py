@@ -116,6 +116,11 @@ def parse_endpoints(text: str) -> dict[str, str]:
                 f"CLEANER_REGISTRY_ENDPOINTS: {url!r} must be a bare scheme://host[:port] "
                 "with no path"
             )
+        if host in endpoints:
+            raise ConfigError(
+                f"CLEANER_REGISTRY_ENDPOINTS: {host} is given twice ({endpoints[host]} and "
+                f"{url}); keep one"
+            )
         endpoints[host] = url
     return endpoints
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from cleaner.errors import AuthError, ConfigError
 from cleaner.policy import parse_rule
 from cleaner.reference import Repository
+from cleaner.settings import parse_endpoints
 from tests.harness import rule
 
 TAGGED_CHILD = {
@@ -85,3 +90,42 @@ def test_refusals_in_a_row_stop_the_run_with_a_reason_that_says_so(gcr):
     assert report.outcome.stopped.startswith("stopped: ")
     assert "in a row were refused permission" in report.outcome.stopped
     assert len(gcr.remaining()) == 6
+
+
+def run_cli(*args: str, **env: str):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLEANER_")}
+    environ.update(GOOGLE_OAUTH_ACCESS_TOKEN="fake-token", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "cleaner", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,env",
+    [
+        (("prune", "gcr.io/p/app", "--keep", "1", "--json"), {"CLEANER_CONCURRENCY": "0"}),
+        (("prune", "gcr.io/P/app", "--keep", "1", "--json"), {}),
+        (("sweep", "gcr.io/p", "--keep", "1", "--json"), {"CLEANER_RETRIES": "x"}),
+    ],
+    ids=["bad-setting", "bad-repository", "sweep-bad-setting"],
+)
+def test_json_output_answers_usage_errors_on_stdout_too(args, env):
+    done = run_cli(*args, **env)
+    assert done.returncode == 2
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False and answer["error"]
+
+
+def test_a_host_given_twice_in_the_endpoints_is_refused():
+    with pytest.raises(ConfigError, match=r"gcr\.io is given twice"):
+        parse_endpoints("gcr.io=http://127.0.0.1:5,gcr.io=http://127.0.0.1:6")
+
+
+def test_a_repository_that_is_not_a_string_is_named_as_such():
+    with pytest.raises(ConfigError, match=r"rule\.repository: 5 is not a repository glob"):
+        parse_rule({"repository": 5, "keep": 1}, "rule")
