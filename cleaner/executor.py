@@ -82,8 +82,8 @@ class Executor:
         if plan.steps:
             run = _Run(self, plan, outcome)
             run.go()
-            if run.denials:  # the run ended on refusals: no later run will fare better
-                run._stop_for_denials()
+            if run.denials and not run.successes:  # refused whatever it tried: no later run
+                run._stop_for_denials()  # will fare better until the account's role changes
         return outcome
 
 
@@ -100,6 +100,7 @@ class _Run:
         self.dead_units: dict[str, str] = {}
         self.left = len(self.tasks)
         self.denials = 0  # permission refusals in a row
+        self.successes = 0
         self.last_denial = ""
 
     def _build(self, steps: list[Step]) -> list[_Task]:
@@ -228,8 +229,9 @@ class _Run:
             self.last_denial = str(result)
             if self.denials >= DENIALS_TO_STOP:
                 self._stop_for_denials()
-        elif not isinstance(result, Exception):
-            self.denials = 0
+        elif not isinstance(result, Exception) and task.kind != "check":
+            self.denials = 0  # only a change that went through shows the role is there
+            self.successes += 1
         if isinstance(result, Exception):
             if result.transient:
                 self.out.transient_failures += 1
