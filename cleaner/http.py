@@ -187,7 +187,7 @@ class Http:
                 "retrying after a transient failure",
                 extra={
                     "fields": {
-                        "request": f"{method} {_path(url)}",
+                        "request": f"{method} {url_path(url)}",
                         "cause": cause,
                         "attempt": attempt,
                         "delay_s": round(delay, 2),
@@ -197,8 +197,8 @@ class Http:
             self.sleep(delay)
         status = response.status_code if failure is None else None
         raise TransientError(
-            f"{method} {_path(url)} failed {self.retries} time{'s' if self.retries > 1 else ''}; "
-            f"last: {cause}",
+            f"{method} {url_path(url)} failed {self.retries} "
+            f"time{'s' if self.retries > 1 else ''}; last: {cause}",
             status=status,
         )
 
@@ -271,6 +271,6 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _path(url: str) -> str:
+def url_path(url: str) -> str:
     """The URL without its query: never log parameters, whatever they hold."""
     return url.split("?", 1)[0]

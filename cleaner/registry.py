@@ -18,7 +18,7 @@ import requests
 
 from cleaner.auth import Challenge, GoogleToken, check_realm, parse_challenge
 from cleaner.errors import AuthError, IncompleteListing, PermissionDenied, RegistryError
-from cleaner.http import Http
+from cleaner.http import Http, url_path
 from cleaner.model import ACCEPT, Listing, ManifestFacts
 from cleaner.reference import Repository, is_google_host
 
@@ -154,7 +154,7 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             refused = token or ""
-        raise AuthError(f"{repo}: {method} {_path(url)} still unauthorised with a fresh token")
+        raise AuthError(f"{repo}: {method} {url_path(url)} still unauthorised with a fresh token")
 
     def _url(self, repo: Repository, tail: str) -> str:
         return f"{self.base_url(repo.host)}/v2/{repo.path}/{tail}"
@@ -293,7 +293,3 @@ def _message(response: requests.Response) -> str:
     errors = _errors(response)
     message = errors[0].get("message") if errors else ""
     return message[:300] if isinstance(message, str) else ""
-
-
-def _path(url: str) -> str:
-    return url.split("?", 1)[0]
